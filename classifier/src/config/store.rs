@@ -1,0 +1,121 @@
+//! `[store]`: where events go, how they are batched and spooled, how long they are kept.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which event store receives the events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// SQLite in WAL mode on this machine: the default for a single school.
+    #[default]
+    Embedded,
+    /// A ClickHouse server or cluster: for a large school or a whole trust.
+    Clickhouse,
+}
+
+/// The `[store]` section.
+///
+/// Defaults: `backend = "embedded"`, `path = "var/events.sqlite"`,
+/// `spool_dir = "var/spool"`, `dead_letter = "var/dead-letter.jsonl"`,
+/// `queue_capacity = 65536`, `batch_size = 10000`, `batch_timeout_ms = 1000`,
+/// `spool_max_mb = 2048`, retention as in [`Retention`], no ClickHouse section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub backend: Backend,
+    /// The SQLite file of the embedded store.
+    pub path: PathBuf,
+    /// Where events go when the in-memory queue is full or the store is down.
+    pub spool_dir: PathBuf,
+    /// Batches the store rejected as bad data, with the server's message.
+    pub dead_letter: PathBuf,
+    /// Events held in memory before spilling to the spool. 64 Ki events is about
+    /// 20 MB, a few seconds of a busy secondary school's traffic.
+    pub queue_capacity: usize,
+    /// A batch closes at this many events...
+    pub batch_size: usize,
+    /// ...or after this long, whichever comes first, so the review screens are never
+    /// more than a second behind.
+    pub batch_timeout_ms: u64,
+    /// The spool's size limit on disk; past it the oldest *allowed* events are
+    /// dropped first and counted (blocked and flagged ones are kept).
+    pub spool_max_mb: u64,
+    pub retention: Retention,
+    pub clickhouse: Option<ClickhouseConfig>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: Backend::Embedded,
+            path: PathBuf::from("var/events.sqlite"),
+            spool_dir: PathBuf::from("var/spool"),
+            dead_letter: PathBuf::from("var/dead-letter.jsonl"),
+            queue_capacity: 65_536,
+            batch_size: 10_000,
+            batch_timeout_ms: 1_000,
+            spool_max_mb: 2_048,
+            retention: Retention::default(),
+            clickhouse: None,
+        }
+    }
+}
+
+/// `[store.retention]`: how long each class of event is kept (UK GDPR: no longer
+/// than needed for the purpose).
+///
+/// Defaults: allowed traffic 90 days, blocked 365 days, flagged events 730 days
+/// (two years, to cover an investigation), guests pseudonymised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    pub allowed_days: u32,
+    pub blocked_days: u32,
+    pub flagged_days: u32,
+    /// Replace a guest's user name and address with a keyed hash in stored events.
+    pub pseudonymise_guests: bool,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            allowed_days: 90,
+            blocked_days: 365,
+            flagged_days: 730,
+            pseudonymise_guests: true,
+        }
+    }
+}
+
+/// `[store.clickhouse]`.
+///
+/// Defaults: `url = "http://127.0.0.1:8123"`, `database = "schoolgate"`,
+/// `user = "default"`, empty password, no cluster, validation off (Debian's 18.16
+/// server cannot answer the crate's schema validation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickhouseConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// For a trust: the cluster name; tables are created `ON CLUSTER` as
+    /// ReplicatedMergeTree with a Distributed table in front.
+    pub cluster: Option<String>,
+    pub validation: bool,
+}
+
+impl Default for ClickhouseConfig {
+    fn default() -> Self {
+        ClickhouseConfig {
+            url: "http://127.0.0.1:8123".to_owned(),
+            database: "schoolgate".to_owned(),
+            user: "default".to_owned(),
+            password: String::new(),
+            cluster: None,
+            validation: false,
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! Weighted keyword rules, scanned with Aho-Corasick over the host and path (to
+//! catch sites no list knows yet) and over search terms (to flag safeguarding
+//! searches).
+//!
+//! # Rules text
+//! One rule a line, `#` comments:
+//! ```text
+//! url    pornography 10 porn        # substring of host/path
+//! url    gambling     5 ^bet        # `^`: must start a token (after . - / _ or digits)
+//! search suicide     10 kill myself # search scope: whole words only
+//! search self-harm   10 self harm*  # `*`: the last word may continue (harming)
+//! neutral essex                     # absorbs the words inside it (Scunthorpe problem)
+//! ```
+//! A category matches when the weights of its matched rules add up to
+//! [`THRESHOLD`]: a weight of 10 decides alone, two weaker hints decide together.
+//!
+//! # Why neutral words work
+//! The automaton uses leftmost-longest, non-overlapping matching: in `essex` the
+//! neutral `essex` starts before `sex` and wins the span, so `sex` is never seen;
+//! in `analysis` the neutral is longer than `anal` at the same start. Text is
+//! scanned twice when it holds digits or symbols: as written, and with leetspeak
+//! undone (`p0rn` → `porn`), so `bet365` still matches `bet365`.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use crate::category::{Category, CategorySet};
+
+/// The score at which a category matches.
+pub const THRESHOLD: u16 = 10;
+
+/// The built-in rules, written by schoolgate's authors.
+pub const BUILTIN: &str = include_str!("../rules/keywords.txt");
+
+/// A problem in a rules text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{name}:{line}: {message}")]
+pub struct RuleError {
+    pub name: String,
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    Url,
+    Search,
+}
+
+#[derive(Clone, Debug)]
+struct Pattern {
+    text: Box<str>,
+    /// `None` for a neutral word.
+    category: Option<Category>,
+    weight: u16,
+    /// Must start at a token boundary.
+    start_bound: bool,
+    /// Must end at a token boundary (search scope, unless the rule ends in `*`).
+    end_bound: bool,
+}
+
+/// One compiled scope's automaton and patterns.
+#[derive(Clone, Debug)]
+struct Matcher {
+    ac: AhoCorasick,
+    patterns: Vec<Pattern>,
+    overlapping: bool,
+}
+
+/// A keyword hit that decided a category.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeywordHit {
+    pub category: Category,
+    pub keyword: Box<str>,
+}
+
+/// What a scan found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeywordMatches {
+    pub categories: CategorySet,
+    /// The strongest keyword of each matched category, in category order.
+    pub hits: Vec<KeywordHit>,
+}
+
+/// The compiled keyword rules of both scopes.
+#[derive(Clone, Debug)]
+pub struct KeywordRules {
+    url: Option<Matcher>,
+    search: Option<Matcher>,
+    count: usize,
+}
+
+impl KeywordRules {
+    /// No rules: scans find nothing.
+    pub fn empty() -> KeywordRules {
+        KeywordRules {
+            url: None,
+            search: None,
+            count: 0,
+        }
+    }
+
+    /// The built-in rules.
+    pub fn builtin() -> KeywordRules {
+        // The built-in text is tested to parse; an error here is a build defect.
+        KeywordRules::parse("builtin keywords", BUILTIN).unwrap_or_else(|_| KeywordRules::empty())
+    }
+
+    /// Number of rules (neutral words included).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Parses a rules text (see the module docs for the syntax).
+    pub fn parse(name: &str, text: &str) -> Result<KeywordRules, RuleError> {
+        let mut url = Vec::new();
+        let mut search = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let err = |message: String| RuleError {
+                name: name.to_owned(),
+                line: i + 1,
+                message,
+            };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let scope = words.next().unwrap_or("");
+            if scope == "neutral" {
+                let word: Vec<&str> = words.collect();
+                if word.is_empty() {
+                    return Err(err("`neutral` needs a word".into()));
+                }
+                let text = word.join(" ").to_ascii_lowercase();
+                let pat = |end_bound| Pattern {
+                    text: text.clone().into(),
+                    category: None,
+                    weight: 0,
+                    start_bound: false,
+                    end_bound,
+                };
+                url.push(pat(false));
+                search.push(pat(false));
+                continue;
+            }
+            let scope = match scope {
+                "url" => Scope::Url,
+                "search" => Scope::Search,
+                other => {
+                    return Err(err(format!(
+                        "`{other}`: a rule starts with url, search or neutral"
+                    )));
+                }
+            };
+            let category = words.next().ok_or_else(|| err("missing category".into()))?;
+            let category = Category::from_name(category)
+                .ok_or_else(|| err(format!("unknown category `{category}`")))?;
+            let weight = words.next().ok_or_else(|| err("missing weight".into()))?;
+            let weight: u16 = weight
+                .parse()
+                .ok()
+                .filter(|w| (1..=100).contains(w))
+                .ok_or_else(|| err(format!("`{weight}`: the weight is a number from 1 to 100")))?;
+            let rest: Vec<&str> = words.collect();
+            if rest.is_empty() {
+                return Err(err("missing keyword".into()));
+            }
+            let mut text = rest.join(" ").to_ascii_lowercase();
+            let start_bound = match text.strip_prefix('^') {
+                Some(t) => {
+                    text = t.to_owned();
+                    true
+                }
+                None => scope == Scope::Search,
+            };
+            let end_bound = match text.strip_suffix('*') {
+                Some(t) => {
+                    text = t.to_owned();
+                    false
+                }
+                None => scope == Scope::Search,
+            };
+            if text.is_empty() || !text.is_ascii() {
+                return Err(err("a keyword is ASCII text".into()));
+            }
+            let p = Pattern {
+                text: text.into(),
+                category: Some(category),
+                weight,
+                start_bound,
+                end_bound,
+            };
+            match scope {
+                Scope::Url => url.push(p),
+                Scope::Search => search.push(p),
+            }
+        }
+        let count = url.iter().filter(|p| p.category.is_some()).count() + search.len();
+        // URL scope: leftmost-longest, so neutral words win the span they cover.
+        // Search scope: every overlapping phrase counts ("how to kill myself" is
+        // both "how to kill" and "kill myself"); whole-word matching there already
+        // keeps "skill" from matching "kill".
+        let build =
+            |patterns: Vec<Pattern>, overlapping: bool| -> Result<Option<Matcher>, RuleError> {
+                if patterns.iter().all(|p| p.category.is_none()) {
+                    return Ok(None);
+                }
+                let kind = if overlapping {
+                    MatchKind::Standard
+                } else {
+                    MatchKind::LeftmostLongest
+                };
+                let ac = AhoCorasickBuilder::new()
+                    .match_kind(kind)
+                    .build(patterns.iter().map(|p| p.text.as_bytes()))
+                    .map_err(|e| RuleError {
+                        name: name.to_owned(),
+                        line: 0,
+                        message: e.to_string(),
+                    })?;
+                Ok(Some(Matcher {
+                    ac,
+                    patterns,
+                    overlapping,
+                }))
+            };
+        Ok(KeywordRules {
+            url: build(url, false)?,
+            search: build(search, true)?,
+            count,
+        })
+    }
+
+    /// Scans a host and path (lowercase expected; hosts are normalised already).
+    pub fn scan_url(&self, host: &str, path: &str) -> KeywordMatches {
+        let mut acc = Accumulator::default();
+        if let Some(m) = &self.url {
+            m.scan(host.as_bytes(), &mut acc);
+            if !path.is_empty() {
+                scan_lowered(m, path, &mut acc);
+            }
+        }
+        acc.finish(self.url.as_ref())
+    }
+
+    /// Scans search terms (any case).
+    pub fn scan_search(&self, terms: &str) -> KeywordMatches {
+        let mut acc = Accumulator::default();
+        if let Some(m) = &self.search {
+            scan_lowered(m, terms, &mut acc);
+        }
+        acc.finish(self.search.as_ref())
+    }
+}
+
+fn scan_lowered(m: &Matcher, text: &str, acc: &mut Accumulator) {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        m.scan(text.to_ascii_lowercase().as_bytes(), acc);
+    } else {
+        m.scan(text.as_bytes(), acc);
+    }
+}
+
+/// Per-category scores and the strongest pattern of each.
+struct Accumulator {
+    scores: [u16; 64],
+    best: [Option<(u16, u32)>; 64],
+}
+
+impl Default for Accumulator {
+    fn default() -> Self {
+        Accumulator {
+            scores: [0; 64],
+            best: [None; 64],
+        }
+    }
+}
+
+impl Accumulator {
+    fn add(&mut self, category: Category, weight: u16, pattern: u32) {
+        let i = usize::from(category.id());
+        self.scores[i] = self.scores[i].saturating_add(weight);
+        if self.best[i].is_none_or(|(w, _)| weight > w) {
+            self.best[i] = Some((weight, pattern));
+        }
+    }
+
+    fn finish(self, m: Option<&Matcher>) -> KeywordMatches {
+        let mut out = KeywordMatches::default();
+        let Some(m) = m else { return out };
+        for c in Category::ALL {
+            let i = usize::from(c.id());
+            if self.scores[i] >= THRESHOLD
+                && let Some((_, p)) = self.best[i]
+            {
+                out.categories.insert(*c);
+                out.hits.push(KeywordHit {
+                    category: *c,
+                    keyword: m.patterns[p as usize].text.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphabetic()
+}
+
+/// Leetspeak undone: digits and symbols that stand for letters.
+fn unleet(b: u8) -> u8 {
+    match b {
+        b'0' => b'o',
+        b'1' | b'!' => b'i',
+        b'3' => b'e',
+        b'4' | b'@' => b'a',
+        b'5' | b'$' => b's',
+        b'7' => b't',
+        other => other,
+    }
+}
+
+impl Matcher {
+    fn scan(&self, text: &[u8], acc: &mut Accumulator) {
+        self.scan_once(text, acc);
+        if text.iter().any(|&b| unleet(b) != b) {
+            // Undo leetspeak only inside words: `p0rn` → `porn`, but a pure number
+            // stays a number so `bet365` and `1xbet` are still themselves.
+            let mut buf = text.to_vec();
+            for i in 0..buf.len() {
+                let touches_letter = (i > 0 && text[i - 1].is_ascii_alphabetic())
+                    || text.get(i + 1).is_some_and(u8::is_ascii_alphabetic);
+                if touches_letter {
+                    buf[i] = unleet(text[i]);
+                }
+            }
+            if buf != text {
+                let mut extra = Accumulator::default();
+                self.scan_once(&buf, &mut extra);
+                // Count a category from the second pass only if the first missed it,
+                // so `casino` written plainly is not counted twice.
+                for c in Category::ALL {
+                    let i = usize::from(c.id());
+                    if acc.scores[i] < THRESHOLD
+                        && extra.scores[i] > 0
+                        && let Some((_, p)) = extra.best[i]
+                    {
+                        acc.add(*c, extra.scores[i], p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn scan_once(&self, text: &[u8], acc: &mut Accumulator) {
+        if self.overlapping {
+            for m in self.ac.find_overlapping_iter(text) {
+                self.count(text, m, acc);
+            }
+        } else {
+            for m in self.ac.find_iter(text) {
+                self.count(text, m, acc);
+            }
+        }
+    }
+
+    fn count(&self, text: &[u8], m: aho_corasick::Match, acc: &mut Accumulator) {
+        {
+            let p = &self.patterns[m.pattern().as_usize()];
+            let Some(category) = p.category else { return };
+            if p.start_bound && m.start() > 0 && is_word_byte(text[m.start() - 1]) {
+                return;
+            }
+            if p.end_bound && text.get(m.end()).is_some_and(|&b| is_word_byte(b)) {
+                return;
+            }
+            acc.add(category, p.weight, m.pattern().as_u32());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> KeywordRules {
+        KeywordRules::parse(
+            "test",
+            "url pornography 10 porn\n\
+             url pornography 10 sex\n\
+             url gambling 10 casino\n\
+             url gambling 5 ^bet\n\
+             url gambling 5 poker\n\
+             neutral essex\n\
+             neutral sussex\n\
+             neutral alphabet\n\
+             search suicide 10 kill myself\n\
+             search self-harm 10 self harm*\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn substring_and_threshold() {
+        let r = rules();
+        assert_eq!(
+            r.scan_url("freeporntube.example", "").categories,
+            CategorySet::of(Category::Pornography)
+        );
+        // One weak hint is not enough; two are.
+        assert!(r.scan_url("betfair.example", "").categories.is_empty());
+        assert_eq!(
+            r.scan_url("betpoker.example", "").categories,
+            CategorySet::of(Category::Gambling)
+        );
+    }
+
+    #[test]
+    fn neutral_words_absorb_contained_keywords() {
+        let r = rules();
+        assert!(r.scan_url("essex.ac.uk", "").categories.is_empty());
+        assert!(r.scan_url("www.sussex.gov.uk", "").categories.is_empty());
+        assert!(r.scan_url("alphabetpoker.com", "").categories.is_empty());
+        // ...but a keyword after the neutral word still counts.
+        assert!(!r.scan_url("essexsex.example", "").categories.is_empty());
+    }
+
+    #[test]
+    fn leetspeak_is_undone_inside_words_only() {
+        let r = rules();
+        assert!(!r.scan_url("p0rn.example", "").categories.is_empty());
+        assert!(!r.scan_url("c4sino.example", "").categories.is_empty());
+    }
+
+    #[test]
+    fn search_scope_needs_whole_words() {
+        let r = rules();
+        let m = r.scan_search("how to Kill Myself");
+        assert_eq!(m.categories, CategorySet::of(Category::Suicide));
+        assert_eq!(&*m.hits[0].keyword, "kill myself");
+        assert!(r.scan_search("skill myselfie").categories.is_empty());
+        assert!(!r.scan_search("self harming").categories.is_empty());
+    }
+
+    #[test]
+    fn rule_errors_name_the_line() {
+        let e =
+            KeywordRules::parse("k.txt", "url gambling 10 casino\nurl gamble 10 x\n").unwrap_err();
+        assert_eq!(e.to_string(), "k.txt:2: unknown category `gamble`");
+        let e = KeywordRules::parse("k.txt", "url gambling ten casino").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "k.txt:1: `ten`: the weight is a number from 1 to 100"
+        );
+        let e = KeywordRules::parse("k.txt", "site gambling 10 casino").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "k.txt:1: `site`: a rule starts with url, search or neutral"
+        );
+    }
+
+    #[test]
+    fn builtin_rules_parse() {
+        let r = KeywordRules::parse("builtin", BUILTIN).unwrap();
+        assert!(r.len() > 100, "only {} built-in rules", r.len());
+    }
+
+    #[test]
+    fn builtin_rules_avoid_the_scunthorpe_problem() {
+        let r = KeywordRules::builtin();
+        for host in [
+            "essex.ac.uk",
+            "sussex.ac.uk",
+            "middlesex.ac.uk",
+            "therapist.example",
+            "analysis.example",
+            "alphabet.com",
+            "scunthorpe.gov.uk",
+            "cocktails.example",
+            "expertsexchange.com",
+            "penistone.example",
+            "classic.example",
+            "analytics.google.com",
+            "sextant.example",
+            "bbc.co.uk",
+            "shakespeare.org.uk",
+            "better.example",
+        ] {
+            let m = r.scan_url(host, "");
+            assert!(m.categories.is_empty(), "{host} matched {:?}", m.hits);
+        }
+        assert!(
+            !r.scan_url("freepornvideos.example", "")
+                .categories
+                .is_empty()
+        );
+        assert!(
+            !r.scan_url("best-online-casino.example", "")
+                .categories
+                .is_empty()
+        );
+        assert!(
+            !r.scan_url("unblock-proxy.example", "")
+                .categories
+                .is_empty()
+        );
+    }
+}
