@@ -763,3 +763,13 @@ impl Policy {
 fn flag_set(flag: &[(Category, Severity)]) -> CategorySet {
     flag.iter().map(|(c, _)| *c).collect()
 }
+
+/// The policy every server reads, swapped atomically on reload: a request in flight
+/// keeps the snapshot it started with; the next one sees the new policy. A reload
+/// that fails to compile never reaches this handle, so the old policy keeps running.
+pub type SharedPolicy = std::sync::Arc<arc_swap::ArcSwap<Policy>>;
+
+/// Wraps a first snapshot for sharing.
+pub fn shared(policy: Policy) -> SharedPolicy {
+    std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(policy))
+}
