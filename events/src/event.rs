@@ -1,0 +1,501 @@
+//! [`AccessEvent`]: one decision of the filter, as it is stored for review, and
+//! [`Batch`]: the unit the pipeline inserts, retries and dead-letters.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use jiff::Timestamp;
+use schoolgate_classifier::{Action, Category, CategorySet, Severity, Verdict};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+/// Which part of schoolgate made the decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Source {
+    /// The DNS filter (`method` is the query type, `status` the rcode).
+    Dns = 0,
+    /// The explicit proxy (PAC/WPAD, CONNECT).
+    Proxy = 1,
+    /// The transparent proxy (the host comes from the TLS SNI or `Host`).
+    Transparent = 2,
+    /// TLS inspection on a managed device (full URL known).
+    Inspect = 3,
+}
+
+impl Source {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Source::Dns => "dns",
+            Source::Proxy => "proxy",
+            Source::Transparent => "transparent",
+            Source::Inspect => "inspect",
+        }
+    }
+
+    /// The stored number (never reused).
+    pub const fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_u8(v: u8) -> Option<Source> {
+        Some(match v {
+            0 => Source::Dns,
+            1 => Source::Proxy,
+            2 => Source::Transparent,
+            3 => Source::Inspect,
+            _ => return None,
+        })
+    }
+
+    pub fn from_name(name: &str) -> Option<Source> {
+        Some(match name {
+            "dns" => Source::Dns,
+            "proxy" => Source::Proxy,
+            "transparent" => Source::Transparent,
+            "inspect" => Source::Inspect,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How long an event is kept: each class has its own retention
+/// (`[store.retention]`), and the ClickHouse tables are partitioned by it so that
+/// old months of one class can be dropped without touching the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum RetentionClass {
+    /// Allowed (and rewritten) traffic that nobody needs to review.
+    Allowed = 0,
+    /// Blocked requests without a severity.
+    Blocked = 1,
+    /// Anything with a severity: kept longest, it may be evidence.
+    Flagged = 2,
+}
+
+impl RetentionClass {
+    pub const ALL: [RetentionClass; 3] = [
+        RetentionClass::Allowed,
+        RetentionClass::Blocked,
+        RetentionClass::Flagged,
+    ];
+
+    pub const fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_u8(v: u8) -> Option<RetentionClass> {
+        Some(match v {
+            0 => RetentionClass::Allowed,
+            1 => RetentionClass::Blocked,
+            2 => RetentionClass::Flagged,
+            _ => return None,
+        })
+    }
+
+    /// Days to keep this class under `retention`.
+    pub fn days(self, retention: &schoolgate_classifier::config::store::Retention) -> u32 {
+        match self {
+            RetentionClass::Allowed => retention.allowed_days,
+            RetentionClass::Blocked => retention.blocked_days,
+            RetentionClass::Flagged => retention.flagged_days,
+        }
+    }
+}
+
+/// One decision of the filter, made where the decision is made (DNS handler,
+/// proxy) and stored for the safeguarding review.
+///
+/// Strings are stored as given; the stores treat `user`/`device` of `Some("")` as
+/// unknown (`None`) so both stores answer the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEvent {
+    /// Time-ordered and unique: the block page's reference and the dashboard's link.
+    pub id: Ulid,
+    /// When the decision was made (stored at millisecond precision).
+    pub time: Timestamp,
+    pub source: Source,
+    /// The school / site id within a trust; empty for a single school.
+    pub school: String,
+    /// The filter node that decided.
+    pub node: String,
+    pub client_ip: IpAddr,
+    /// The authenticated user (proxy auth, voucher), when known.
+    pub user: Option<String>,
+    /// The device (hostname or MAC mapping), when known.
+    pub device: Option<String>,
+    /// The role whose policy applied (`pupil-ks2`, `staff`, `guest`, ...).
+    pub role: String,
+    /// HTTP method, or the DNS query type (`A`, `AAAA`, `HTTPS`).
+    pub method: String,
+    pub host: String,
+    /// The URL path and query, when known (inspection or plain HTTP); may be empty.
+    pub path: String,
+    /// Search terms found in the URL, decoded; may be empty.
+    pub search_terms: String,
+    pub action: Action,
+    pub categories: CategorySet,
+    pub severity: Option<Severity>,
+    /// The rule that decided (display form of the classifier's `Rule`).
+    pub rule: String,
+    /// The reason shown on the block page.
+    pub reason: String,
+    /// HTTP status, or the DNS rcode.
+    pub status: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_us: u32,
+    /// Answered from a cache (DNS) without going upstream.
+    pub cached: bool,
+}
+
+impl AccessEvent {
+    /// A new event for `host` decided now, allowed, with a fresh id; fill in the
+    /// rest with the `with_*` methods or field by field.
+    pub fn new(source: Source, client_ip: IpAddr, host: impl Into<String>) -> AccessEvent {
+        AccessEvent {
+            id: Ulid::new(),
+            // Millisecond precision, as stored, so an event read back equals the
+            // event sent.
+            time: truncate_to_ms(Timestamp::now()),
+            source,
+            school: String::new(),
+            node: String::new(),
+            client_ip,
+            user: None,
+            device: None,
+            role: String::new(),
+            method: String::new(),
+            host: host.into(),
+            path: String::new(),
+            search_terms: String::new(),
+            action: Action::Allow,
+            categories: CategorySet::EMPTY,
+            severity: None,
+            rule: String::new(),
+            reason: String::new(),
+            status: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_us: 0,
+            cached: false,
+        }
+    }
+
+    /// An event carrying what the classifier decided: action, categories,
+    /// severity, rule, reason, role and search terms.
+    pub fn from_verdict(
+        source: Source,
+        client_ip: IpAddr,
+        host: impl Into<String>,
+        verdict: &Verdict,
+    ) -> AccessEvent {
+        let mut event = AccessEvent::new(source, client_ip, host);
+        event.action = verdict.action;
+        event.categories = verdict.categories;
+        event.severity = verdict.severity;
+        event.rule = verdict.rule.to_string();
+        event.reason = verdict.reason();
+        event.role = verdict.role.to_string();
+        event.search_terms = verdict.search_terms.clone().unwrap_or_default();
+        event
+    }
+
+    /// The id and time together: ULIDs carry their own millisecond time, and an
+    /// event whose id says another time would sort oddly on the dashboard.
+    #[must_use]
+    pub fn at(mut self, time: Timestamp) -> AccessEvent {
+        let time = truncate_to_ms(time);
+        let ms = u64::try_from(time.as_millisecond()).unwrap_or(0);
+        self.id = Ulid::from_parts(ms, self.id.random());
+        self.time = time;
+        self
+    }
+
+    #[must_use]
+    pub fn with_school(mut self, school: impl Into<String>) -> AccessEvent {
+        self.school = school.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_node(mut self, node: impl Into<String>) -> AccessEvent {
+        self.node = node.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_user(mut self, user: impl Into<String>) -> AccessEvent {
+        let user = user.into();
+        self.user = (!user.is_empty()).then_some(user);
+        self
+    }
+
+    #[must_use]
+    pub fn with_device(mut self, device: impl Into<String>) -> AccessEvent {
+        let device = device.into();
+        self.device = (!device.is_empty()).then_some(device);
+        self
+    }
+
+    #[must_use]
+    pub fn with_role(mut self, role: impl Into<String>) -> AccessEvent {
+        self.role = role.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_method(mut self, method: impl Into<String>) -> AccessEvent {
+        self.method = method.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_path(mut self, path: impl Into<String>) -> AccessEvent {
+        self.path = path.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_search_terms(mut self, terms: impl Into<String>) -> AccessEvent {
+        self.search_terms = terms.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_action(mut self, action: Action) -> AccessEvent {
+        self.action = action;
+        self
+    }
+
+    #[must_use]
+    pub fn with_categories(mut self, categories: CategorySet) -> AccessEvent {
+        self.categories = categories;
+        self
+    }
+
+    #[must_use]
+    pub fn with_category(mut self, category: Category) -> AccessEvent {
+        self.categories.insert(category);
+        self
+    }
+
+    #[must_use]
+    pub fn with_severity(mut self, severity: Option<Severity>) -> AccessEvent {
+        self.severity = severity;
+        self
+    }
+
+    #[must_use]
+    pub fn with_rule(mut self, rule: impl Into<String>, reason: impl Into<String>) -> AccessEvent {
+        self.rule = rule.into();
+        self.reason = reason.into();
+        self
+    }
+
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> AccessEvent {
+        self.status = status;
+        self
+    }
+
+    #[must_use]
+    pub fn with_transfer(
+        mut self,
+        bytes_up: u64,
+        bytes_down: u64,
+        duration_us: u32,
+    ) -> AccessEvent {
+        self.bytes_up = bytes_up;
+        self.bytes_down = bytes_down;
+        self.duration_us = duration_us;
+        self
+    }
+
+    #[must_use]
+    pub fn with_cached(mut self, cached: bool) -> AccessEvent {
+        self.cached = cached;
+        self
+    }
+
+    /// For the e-safety lead's review: anything with a severity, or an explicit flag.
+    pub fn is_flagged(&self) -> bool {
+        self.action == Action::Flag || self.severity.is_some()
+    }
+
+    /// An attempt to get round the filter (proxy, VPN, DoH, remote access) that
+    /// the filter caught: counted in the weekly summary.
+    pub fn is_bypass_attempt(&self) -> bool {
+        matches!(self.action, Action::Block | Action::Flag)
+            && self.categories.iter().any(Category::is_bypass)
+    }
+
+    /// The retention class: flagged beats blocked beats allowed.
+    pub fn retention_class(&self) -> RetentionClass {
+        if self.is_flagged() {
+            RetentionClass::Flagged
+        } else if self.action == Action::Block {
+            RetentionClass::Blocked
+        } else {
+            RetentionClass::Allowed
+        }
+    }
+
+    /// The time in unix milliseconds, as stored.
+    pub fn time_ms(&self) -> i64 {
+        self.time.as_millisecond()
+    }
+}
+
+fn truncate_to_ms(t: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(t.as_millisecond()).unwrap_or(t)
+}
+
+/// Bypass categories as one bit mask (for the stores' SQL).
+pub(crate) fn bypass_mask() -> u64 {
+    Category::ALL
+        .iter()
+        .filter(|c| c.is_bypass())
+        .map(|c| CategorySet::of(*c).bits())
+        .fold(0, |a, b| a | b)
+}
+
+/// A placeholder address for events whose client is unknown.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// A batch's stable identity: the id of its first event and its length.
+///
+/// The same events batched the same way get the same id on every retry, so a
+/// server that deduplicates inserts by token (ClickHouse's
+/// `insert_deduplication_token`) drops a repeated insert. Events re-batched
+/// differently after a restart get another id; the stores' per-event dedup (the
+/// event id) covers that case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchId {
+    pub first: Ulid,
+    pub count: u32,
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.count)
+    }
+}
+
+/// Events inserted together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub id: BatchId,
+    pub events: Vec<AccessEvent>,
+    /// The batch may already be partly or wholly stored: it was attempted before
+    /// with an ambiguous outcome, or it was replayed from the spool after a crash.
+    /// Stores that cannot make the insert itself idempotent check first.
+    pub maybe_stored: bool,
+}
+
+impl Batch {
+    pub fn new(events: Vec<AccessEvent>) -> Batch {
+        let id = BatchId {
+            first: events.first().map(|e| e.id).unwrap_or_else(Ulid::nil),
+            count: u32::try_from(events.len()).unwrap_or(u32::MAX),
+        };
+        Batch {
+            id,
+            events,
+            maybe_stored: false,
+        }
+    }
+
+    #[must_use]
+    pub fn replayed(mut self) -> Batch {
+        self.maybe_stored = true;
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The earliest and latest event times (ms), for narrowing a dedup probe.
+    pub(crate) fn time_range_ms(&self) -> Option<(i64, i64)> {
+        let min = self.events.iter().map(AccessEvent::time_ms).min()?;
+        let max = self.events.iter().map(AccessEvent::time_ms).max()?;
+        Some((min, max))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
+    }
+
+    #[test]
+    fn bypass_needs_a_bypass_category_and_a_block_or_flag() {
+        let vpn = AccessEvent::new(Source::Dns, ip(), "vpn.example").with_category(Category::Vpn);
+        assert!(!vpn.is_bypass_attempt(), "allowed VPN is not an attempt");
+        assert!(vpn.clone().with_action(Action::Block).is_bypass_attempt());
+        assert!(vpn.clone().with_action(Action::Flag).is_bypass_attempt());
+        let games = AccessEvent::new(Source::Dns, ip(), "g.example")
+            .with_category(Category::Games)
+            .with_action(Action::Block);
+        assert!(!games.is_bypass_attempt());
+    }
+
+    #[test]
+    fn flagged_means_a_severity_or_a_flag() {
+        let e = AccessEvent::new(Source::Proxy, ip(), "x.example");
+        assert!(!e.is_flagged());
+        assert_eq!(e.retention_class(), RetentionClass::Allowed);
+        let blocked = e.clone().with_action(Action::Block);
+        assert_eq!(blocked.retention_class(), RetentionClass::Blocked);
+        let severe = blocked.with_severity(Some(Severity::High));
+        assert!(severe.is_flagged());
+        assert_eq!(severe.retention_class(), RetentionClass::Flagged);
+        assert!(e.with_action(Action::Flag).is_flagged());
+    }
+
+    #[test]
+    fn at_keeps_id_and_time_in_step() {
+        let t = Timestamp::from_millisecond(1_700_000_000_123).expect("valid");
+        let e = AccessEvent::new(Source::Dns, ip(), "a.example").at(t);
+        assert_eq!(e.time, t);
+        assert_eq!(e.id.timestamp_ms(), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let e = AccessEvent::new(Source::Inspect, ip(), "a.example")
+            .with_user("alice")
+            .with_category(Category::Gambling)
+            .with_action(Action::Block)
+            .with_severity(Some(Severity::Medium));
+        let json = serde_json::to_string(&e).expect("serialise");
+        let back: AccessEvent = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn batch_id_is_first_event_and_count() {
+        let a = AccessEvent::new(Source::Dns, ip(), "a.example");
+        let b = AccessEvent::new(Source::Dns, ip(), "b.example");
+        let batch = Batch::new(vec![a.clone(), b]);
+        assert_eq!(batch.id.first, a.id);
+        assert_eq!(batch.id.count, 2);
+        assert_eq!(batch.id.to_string(), format!("{}-2", a.id));
+    }
+}

@@ -1,0 +1,746 @@
+//! The pipeline: from `send(event)` on the hot path to a confirmed insert.
+//!
+//! ```text
+//! EventSender::send --try_send--> bounded queue --> batcher --insert--> EventStore
+//!        | full / closed                              | store down, or a
+//!        v                                            v transient failure
+//!      spool (disk) <-------------------------------- spool
+//!        \------ replayed when the store answers, acknowledged only after it confirmed
+//! ```
+//!
+//! - `send` never waits on the store: `try_send` into the bounded queue, and when
+//!   that is full the event is appended to the disk spool right there (a short
+//!   synchronous write under the spool's mutex, on the overflow path only).
+//! - The batcher closes a batch at `batch_size` events or `batch_timeout_ms`. A
+//!   transient failure spools the batch and backs off (jittered exponential,
+//!   capped at 30 s); while the store is down every new batch goes straight to the
+//!   spool, so memory stays bounded by the queue. When the back-off ends, spooled
+//!   batches are replayed (marked `maybe_stored`, so the store skips what it
+//!   already has) and acknowledged in the spool only after the store confirmed.
+//! - A data error is never retried as is: the batch is split in halves to find the
+//!   bad events (at most ~2 log2(n) extra inserts for one bad event; when both
+//!   halves fail, the fault is in the schema, not an event, and both halves go),
+//!   and what fails goes to the dead-letter file with the store's message.
+//! - Shutdown (the cancellation token) closes the queue, drains it into the store
+//!   (one attempt each, bounded by `shutdown_insert_timeout`) or else into the
+//!   spool, and fsyncs the spool. Events sent after that go to the spool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use schoolgate_classifier::config::store::StoreConfig;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::counters::{Counters, CountersSnapshot};
+use crate::dead_letter::DeadLetterFile;
+use crate::event::{AccessEvent, Batch, RetentionClass};
+use crate::privacy::{PseudonymError, Pseudonymiser};
+use crate::spool::{Position, Spool, SpoolError, SpoolOptions};
+use crate::store::{EventStore, StoreError};
+
+/// Events per spool record: keeps a record far below the spool's size limit
+/// whatever `batch_size` is.
+const SPOOL_RECORD_EVENTS: usize = 5_000;
+
+/// Knobs that are not in the school's configuration: sensible defaults, changed
+/// by tests and benchmarks.
+#[derive(Clone, Debug)]
+pub struct PipelineTuning {
+    /// First back-off after a transient failure (250 ms), doubled each failure...
+    pub backoff_base: Duration,
+    /// ...up to this (30 s): a store back after an outage is used within 30 s.
+    pub backoff_max: Duration,
+    /// How often the spool is fsynced when written (1 s): the most spooled data a
+    /// power cut can lose.
+    pub fsync_interval: Duration,
+    /// How often the counters are logged (60 s).
+    pub stats_interval: Duration,
+    /// Spool segment size (32 MiB).
+    pub segment_bytes: u64,
+    /// Longest wait for one insert before it counts as a transient failure (60 s).
+    pub insert_timeout: Duration,
+    /// Longest wait for an insert while shutting down before spooling instead (5 s):
+    /// shutdown must not hang on a dead store.
+    pub shutdown_insert_timeout: Duration,
+    /// Roles whose events are pseudonymised when `pseudonymise_guests` is on.
+    pub guest_roles: Vec<String>,
+    /// Where the pseudonymisation key lives; default: the directory of
+    /// `[store] path`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for PipelineTuning {
+    fn default() -> Self {
+        PipelineTuning {
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            fsync_interval: Duration::from_secs(1),
+            stats_interval: Duration::from_secs(60),
+            segment_bytes: 32 << 20,
+            insert_timeout: Duration::from_secs(60),
+            shutdown_insert_timeout: Duration::from_secs(5),
+            guest_roles: vec!["guest".to_owned()],
+            data_dir: None,
+        }
+    }
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error("event spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Pseudonym(#[from] PseudonymError),
+}
+
+/// Why an event could not be accepted at all: the queue was full (or closed) and
+/// the spool could not write it. Counted in `lost`; the caller should log it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    #[error("event lost: queue full and the spool failed: {0}")]
+    Spool(#[from] SpoolError),
+}
+
+/// What happened to a sent event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// In the in-memory queue.
+    Queued,
+    /// The queue was full: written to the disk spool.
+    Spooled,
+    /// The queue was full and the spool over its size: an allowed event, dropped
+    /// and counted (`dropped_allowed`).
+    Dropped,
+}
+
+#[derive(Debug)]
+struct Shared {
+    spool: Spool,
+    counters: Counters,
+    pseudonymiser: Option<Pseudonymiser>,
+}
+
+impl Shared {
+    /// Appends events to the spool; past the size cap, allowed events are
+    /// refused (and counted) and blocked/flagged ones kept. Returns how many were
+    /// written.
+    fn spool_events(&self, events: Vec<AccessEvent>) -> Result<usize, SpoolError> {
+        let events = if self.spool.over_cap() {
+            let (keep, drop): (Vec<_>, Vec<_>) = events
+                .into_iter()
+                .partition(|e| e.retention_class() != RetentionClass::Allowed);
+            if !drop.is_empty() {
+                Counters::add(&self.counters.dropped_allowed, drop.len());
+                warn!(
+                    dropped = drop.len(),
+                    "event spool over its size limit: allowed events dropped"
+                );
+            }
+            keep
+        } else {
+            events
+        };
+        let mut written = 0;
+        for chunk in events.chunks(SPOOL_RECORD_EVENTS) {
+            let payload = serde_json::to_vec(chunk).map_err(|e| SpoolError::Io {
+                path: self.spool.dir().to_owned(),
+                source: std::io::Error::other(e),
+            })?;
+            self.spool.append(&payload)?;
+            written += chunk.len();
+            Counters::add(&self.counters.spooled, chunk.len());
+        }
+        self.refresh_gauges();
+        Ok(written)
+    }
+
+    fn refresh_gauges(&self) {
+        self.counters
+            .spool_bytes
+            .store(self.spool.bytes(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The cheap, cloneable handle the DNS filter and the proxy send events with.
+#[derive(Clone, Debug)]
+pub struct EventSender {
+    tx: mpsc::Sender<AccessEvent>,
+    shared: Arc<Shared>,
+}
+
+impl EventSender {
+    /// Hands an event to the pipeline without waiting: into the queue, or, when it
+    /// is full (or the pipeline has shut down), into the disk spool. Guests are
+    /// pseudonymised first, so their identity never reaches the disk.
+    pub fn send(&self, event: AccessEvent) -> Result<Delivery, SendError> {
+        let event = match &self.shared.pseudonymiser {
+            Some(p) => p.apply(event),
+            None => event,
+        };
+        let counters = &self.shared.counters;
+        Counters::add(&counters.queue_depth, 1);
+        let event = match self.tx.try_send(event) {
+            Ok(()) => {
+                Counters::add(&counters.queued, 1);
+                return Ok(Delivery::Queued);
+            }
+            Err(TrySendError::Full(e) | TrySendError::Closed(e)) => e,
+        };
+        Counters::sub(&counters.queue_depth, 1);
+        match self.shared.spool_events(vec![event]) {
+            Ok(1) => Ok(Delivery::Spooled),
+            Ok(_) => Ok(Delivery::Dropped),
+            Err(e) => {
+                Counters::add(&counters.lost, 1);
+                error!(error = %e, "event lost: queue full and the spool failed");
+                Err(SendError::Spool(e))
+            }
+        }
+    }
+
+    pub fn counters(&self) -> CountersSnapshot {
+        self.shared.refresh_gauges();
+        self.shared.counters.snapshot()
+    }
+}
+
+/// The running batcher: counters for the dashboard, and a way to wait for the
+/// graceful shutdown.
+#[derive(Debug)]
+pub struct PipelineHandle {
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl PipelineHandle {
+    pub fn counters(&self) -> CountersSnapshot {
+        self.shared.refresh_gauges();
+        self.shared.counters.snapshot()
+    }
+
+    /// Nothing waiting on disk: every spooled event was confirmed.
+    pub fn spool_is_empty(&self) -> bool {
+        self.shared.spool.is_empty()
+    }
+
+    /// Waits for the batcher to finish (after the token was cancelled).
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            error!(error = %e, "event batcher task failed");
+        }
+    }
+
+    /// Cancels the token and waits for the drain.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.join().await;
+    }
+}
+
+/// Starts the pipeline.
+#[derive(Debug)]
+pub struct Pipeline;
+
+impl Pipeline {
+    /// Starts the pipeline for `[store]` with default tuning. Must be called
+    /// within a tokio runtime. Opening the spool (and the pseudonymisation key)
+    /// can fail, so this returns a `Result`.
+    pub fn start(
+        cfg: &StoreConfig,
+        store: Arc<dyn EventStore>,
+        shutdown: CancellationToken,
+    ) -> Result<(EventSender, PipelineHandle), PipelineError> {
+        Pipeline::start_with(cfg, store, shutdown, PipelineTuning::default())
+    }
+
+    pub fn start_with(
+        cfg: &StoreConfig,
+        store: Arc<dyn EventStore>,
+        shutdown: CancellationToken,
+        tuning: PipelineTuning,
+    ) -> Result<(EventSender, PipelineHandle), PipelineError> {
+        let spool = Spool::open(
+            &cfg.spool_dir,
+            SpoolOptions {
+                max_bytes: cfg.spool_max_mb.saturating_mul(1 << 20),
+                segment_bytes: tuning.segment_bytes.max(1),
+            },
+        )?;
+        let pseudonymiser = if cfg.retention.pseudonymise_guests {
+            let dir = tuning.data_dir.clone().unwrap_or_else(|| {
+                cfg.path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(|p| p.to_owned())
+                    .unwrap_or_else(|| PathBuf::from("."))
+            });
+            Some(Pseudonymiser::load_or_create(
+                &dir,
+                tuning.guest_roles.clone(),
+            )?)
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            spool,
+            counters: Counters::default(),
+            pseudonymiser,
+        });
+        shared.refresh_gauges();
+        // `mpsc::channel(0)` panics; a config of 0 means "as small as possible".
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let batcher = Batcher {
+            shared: Arc::clone(&shared),
+            store,
+            dead_letter: Arc::new(DeadLetterFile::new(cfg.dead_letter.clone())),
+            batch_size: cfg.batch_size.max(1),
+            batch_timeout: Duration::from_millis(cfg.batch_timeout_ms.max(1)),
+            backoff: Backoff::new(tuning.backoff_base, tuning.backoff_max),
+            tuning,
+            pending: None,
+            replay_wanted: true,
+            spooled_seen: 0,
+        };
+        let task = tokio::spawn(batcher.run(rx, shutdown.clone()));
+        Ok((
+            EventSender {
+                tx,
+                shared: Arc::clone(&shared),
+            },
+            PipelineHandle {
+                shared,
+                shutdown,
+                task,
+            },
+        ))
+    }
+}
+
+/// Jittered exponential back-off.
+#[derive(Debug)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+    until: Option<Instant>,
+}
+
+impl Backoff {
+    fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max,
+            failures: 0,
+            until: None,
+        }
+    }
+
+    /// Records a failure; the next attempt waits a random time in
+    /// `[d/2, d]`, `d = min(max, base * 2^failures)`: the jitter keeps the nodes of a
+    /// trust from hammering a recovering cluster in step.
+    fn fail(&mut self) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.max);
+        let half = exp / 2;
+        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+        let wait = half + Duration::from_millis(jitter);
+        self.failures = self.failures.saturating_add(1);
+        self.until = Some(Instant::now() + wait);
+        wait
+    }
+
+    fn succeed(&mut self) {
+        self.failures = 0;
+        self.until = None;
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.until.is_some_and(|u| Instant::now() < u)
+    }
+}
+
+/// A replayed batch whose insert failed transiently: retried after the back-off,
+/// and acknowledged in the spool (`ack`) once stored.
+#[derive(Debug)]
+struct Pending {
+    batch: Batch,
+    ack: Option<Position>,
+}
+
+/// How a batch ended up.
+enum Outcome {
+    /// Stored, or dead-lettered: done with.
+    Settled,
+    /// Not stored: try again later (the batch may be partly stored by now).
+    Retry(StoreError),
+}
+
+struct Batcher {
+    shared: Arc<Shared>,
+    store: Arc<dyn EventStore>,
+    dead_letter: Arc<DeadLetterFile>,
+    batch_size: usize,
+    batch_timeout: Duration,
+    backoff: Backoff,
+    tuning: PipelineTuning,
+    pending: Option<Pending>,
+    /// Something may be waiting in the spool (set at start and whenever the
+    /// `spooled` counter moved), so replay is not polled in a busy loop.
+    replay_wanted: bool,
+    spooled_seen: u64,
+}
+
+impl Batcher {
+    async fn run(mut self, mut rx: mpsc::Receiver<AccessEvent>, shutdown: CancellationToken) {
+        let mut buffer: Vec<AccessEvent> = Vec::with_capacity(self.batch_size);
+        let mut deadline: Option<Instant> = None;
+        let mut fsync = tokio::time::interval(self.tuning.fsync_interval);
+        fsync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stats = tokio::time::interval(self.tuning.stats_interval);
+        stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        stats.reset();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let spooled = self
+                .shared
+                .counters
+                .spooled
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if spooled != self.spooled_seen {
+                self.spooled_seen = spooled;
+                self.replay_wanted = true;
+            }
+            let waiting = self.backoff.is_waiting();
+            let can_replay = !waiting && (self.pending.is_some() || self.replay_wanted);
+            let backoff_until = self.backoff.until.filter(|_| waiting);
+            let room = self.batch_size.saturating_sub(buffer.len());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = rx.recv_many(&mut buffer, room), if room > 0 => {
+                    if n == 0 {
+                        break;
+                    }
+                    Counters::sub(&self.shared.counters.queue_depth, n);
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + self.batch_timeout);
+                    }
+                    if buffer.len() >= self.batch_size {
+                        let events = std::mem::take(&mut buffer);
+                        deadline = None;
+                        self.flush(events).await;
+                    }
+                }
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    let events = std::mem::take(&mut buffer);
+                    deadline = None;
+                    self.flush(events).await;
+                }
+                _ = sleep_until_opt(backoff_until), if backoff_until.is_some() => {
+                    debug!("event store back-off over; retrying");
+                }
+                _ = std::future::ready(()), if can_replay => {
+                    self.replay_one().await;
+                }
+                _ = fsync.tick() => {
+                    let shared = Arc::clone(&self.shared);
+                    match tokio::task::spawn_blocking(move || shared.spool.sync()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => warn!(error = %e, "event spool fsync failed"),
+                        Err(e) => warn!(error = %e, "event spool fsync task failed"),
+                    }
+                }
+                _ = stats.tick() => {
+                    let c = self.shared.counters.snapshot();
+                    info!(
+                        target: "schoolgate::events",
+                        queued = c.queued, queue_depth = c.queue_depth, spooled = c.spooled,
+                        inserted = c.inserted, retried = c.retried,
+                        dead_lettered = c.dead_lettered, spool_bytes = self.shared.spool.bytes(),
+                        dropped_allowed = c.dropped_allowed, lost = c.lost,
+                        "event pipeline"
+                    );
+                }
+            }
+        }
+        self.drain(rx, buffer).await;
+    }
+
+    /// Shutdown: no new events into the queue (senders spool from now on), the
+    /// queue and the open batch into the store if it answers in time, else the
+    /// spool.
+    async fn drain(mut self, mut rx: mpsc::Receiver<AccessEvent>, mut buffer: Vec<AccessEvent>) {
+        rx.close();
+        while let Some(e) = rx.recv().await {
+            Counters::sub(&self.shared.counters.queue_depth, 1);
+            buffer.push(e);
+        }
+        let waiting = self.backoff.is_waiting();
+        let events = std::mem::take(&mut buffer);
+        for chunk in events.chunks(self.batch_size) {
+            let batch = Batch::new(chunk.to_vec());
+            let stored = if waiting {
+                false
+            } else {
+                match tokio::time::timeout(self.tuning.shutdown_insert_timeout, self.settle(&batch))
+                    .await
+                {
+                    Ok(Outcome::Settled) => true,
+                    Ok(Outcome::Retry(e)) => {
+                        warn!(error = %e, "event store unavailable at shutdown; spooling");
+                        false
+                    }
+                    Err(_) => {
+                        warn!("event store too slow at shutdown; spooling");
+                        false
+                    }
+                }
+            };
+            if !stored {
+                self.spool_or_log(batch.events);
+            }
+        }
+        // A replay in flight stays unacknowledged in the spool: replayed next start.
+        self.pending = None;
+        if let Err(e) = self.shared.spool.sync() {
+            error!(error = %e, "event spool fsync at shutdown failed");
+        }
+        self.shared.refresh_gauges();
+        let c = self.shared.counters.snapshot();
+        info!(
+            target: "schoolgate::events",
+            inserted = c.inserted, spooled = c.spooled, dead_lettered = c.dead_lettered,
+            spool_bytes = c.spool_bytes, "event pipeline stopped"
+        );
+    }
+
+    fn spool_or_log(&self, events: Vec<AccessEvent>) {
+        let n = events.len();
+        if let Err(e) = self.shared.spool_events(events) {
+            Counters::add(&self.shared.counters.lost, n);
+            error!(error = %e, events = n, "events lost: the spool failed");
+        }
+    }
+
+    /// A batch closed by size or time.
+    async fn flush(&mut self, events: Vec<AccessEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if self.backoff.is_waiting() {
+            // The store is down: straight to disk, keep memory bounded.
+            self.spool_or_log(events);
+            return;
+        }
+        let batch = Batch::new(events);
+        match self.settle(&batch).await {
+            Outcome::Settled => self.backoff.succeed(),
+            Outcome::Retry(e) => {
+                let wait = self.backoff.fail();
+                Counters::add(&self.shared.counters.retried, 1);
+                warn!(error = %e, batch = %batch.id, retry_in_ms = wait.as_millis() as u64, "event insert failed; spooling the batch");
+                self.spool_or_log(batch.events);
+            }
+        }
+    }
+
+    /// Replays the pending batch, or the next batch from the spool.
+    async fn replay_one(&mut self) {
+        let (batch, ack) = match self.pending.take() {
+            Some(p) => (p.batch, p.ack),
+            None => match self.read_spool() {
+                Some(next) => next,
+                None => return,
+            },
+        };
+        match self.settle(&batch).await {
+            Outcome::Settled => {
+                self.backoff.succeed();
+                if let Some(pos) = ack
+                    && let Err(e) = self.shared.spool.ack(pos)
+                {
+                    // Stored but not acknowledged: replayed (and deduplicated) at
+                    // the next start.
+                    warn!(error = %e, "event spool acknowledgement failed");
+                }
+                self.shared.refresh_gauges();
+            }
+            Outcome::Retry(e) => {
+                let wait = self.backoff.fail();
+                Counters::add(&self.shared.counters.retried, 1);
+                warn!(error = %e, batch = %batch.id, retry_in_ms = wait.as_millis() as u64, "spool replay failed; will retry");
+                self.pending = Some(Pending {
+                    batch: batch.replayed(),
+                    ack,
+                });
+            }
+        }
+    }
+
+    /// Reads up to a batch of events from the spool. Records that do not decode
+    /// (they passed the checksum, so they are ours, but from an incompatible
+    /// version) go to the dead-letter file raw.
+    fn read_spool(&mut self) -> Option<(Batch, Option<Position>)> {
+        let mut events = Vec::new();
+        let mut last = None;
+        while events.len() < self.batch_size {
+            match self.shared.spool.read_next() {
+                Ok(Some(record)) => {
+                    last = Some(record.end);
+                    match serde_json::from_slice::<Vec<AccessEvent>>(&record.payload) {
+                        Ok(mut decoded) => events.append(&mut decoded),
+                        Err(e) => {
+                            let message = format!("spool record does not decode: {e}");
+                            if let Err(io) = self.dead_letter.write_raw(&message, &record.payload) {
+                                error!(error = %io, "dead-letter write failed");
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {
+                    self.replay_wanted = false;
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "event spool read failed");
+                    self.replay_wanted = false;
+                    break;
+                }
+            }
+        }
+        self.shared.counters.spool_corrupt.store(
+            self.shared.spool.skipped_records(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        if events.is_empty() {
+            if let Some(pos) = last
+                && let Err(e) = self.shared.spool.ack(pos)
+            {
+                warn!(error = %e, "event spool acknowledgement failed");
+            }
+            self.shared.refresh_gauges();
+            return None;
+        }
+        Some((Batch::new(events).replayed(), last))
+    }
+
+    async fn insert(&self, batch: &Batch) -> Result<(), StoreError> {
+        match tokio::time::timeout(self.tuning.insert_timeout, self.store.insert(batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::transient(format!(
+                "insert timed out after {:?}",
+                self.tuning.insert_timeout
+            ))),
+        }
+    }
+
+    /// Inserts; on a data error, narrows down the bad events by halving and
+    /// dead-letters them; the rest is stored.
+    async fn settle(&self, batch: &Batch) -> Outcome {
+        let n = batch.len();
+        let err = match self.insert(batch).await {
+            Ok(()) => {
+                Counters::add(&self.shared.counters.inserted, n);
+                return Outcome::Settled;
+            }
+            Err(e) if e.is_transient() => return Outcome::Retry(e),
+            Err(e) => e,
+        };
+        // Data errors are rare: copying the batch to split it costs nothing that
+        // matters here.
+        let mut suspect = batch.clone();
+        let mut err = err;
+        loop {
+            if suspect.len() <= 1 {
+                return self.dead_letter(&suspect, &err).await;
+            }
+            let maybe_stored = suspect.maybe_stored;
+            let mut right = suspect.events;
+            let left = right.drain(..right.len() / 2).collect::<Vec<_>>();
+            let mut left = Batch::new(left);
+            let mut right = Batch::new(right);
+            left.maybe_stored = maybe_stored;
+            right.maybe_stored = maybe_stored;
+            let l = self.insert(&left).await;
+            let r = self.insert(&right).await;
+            for (half, result) in [(&left, &l), (&right, &r)] {
+                if result.is_ok() {
+                    Counters::add(&self.shared.counters.inserted, half.len());
+                }
+            }
+            match (l, r) {
+                (Err(e), _) | (_, Err(e)) if e.is_transient() => {
+                    return Outcome::Retry(e);
+                }
+                (Ok(()), Ok(())) => return Outcome::Settled,
+                (Err(e), Ok(())) => {
+                    suspect = left;
+                    err = e;
+                }
+                (Ok(()), Err(e)) => {
+                    suspect = right;
+                    err = e;
+                }
+                (Err(el), Err(er)) => {
+                    // Both halves bad: the schema or the server, not one event.
+                    if let Outcome::Retry(e) = self.dead_letter(&left, &el).await {
+                        return Outcome::Retry(e);
+                    }
+                    return self.dead_letter(&right, &er).await;
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, batch: &Batch, err: &StoreError) -> Outcome {
+        let dl = Arc::clone(&self.dead_letter);
+        let (id, store, message, events) = (
+            batch.id,
+            self.store.name(),
+            err.message(),
+            batch.events.clone(),
+        );
+        let written =
+            tokio::task::spawn_blocking(move || dl.write_events(id, store, &message, &events))
+                .await;
+        match written {
+            Ok(Ok(())) => {
+                Counters::add(&self.shared.counters.dead_lettered, batch.len());
+                error!(
+                    batch = %batch.id, events = batch.len(), error = %err,
+                    path = %self.dead_letter.path().display(),
+                    "event store rejected data; written to the dead-letter file"
+                );
+                Outcome::Settled
+            }
+            Ok(Err(e)) => Outcome::Retry(StoreError::transient(format!(
+                "dead-letter write failed: {e}"
+            ))),
+            Err(e) => Outcome::Retry(StoreError::transient(format!(
+                "dead-letter task failed: {e}"
+            ))),
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,802 @@
+//! The embedded store: SQLite in WAL mode, for a single school.
+//!
+//! - One writer connection, used on tokio's blocking pool (`spawn_blocking`) under
+//!   a mutex, so inserts never block the runtime and never contend with each other.
+//!   Readers use their own connections (WAL lets them run beside the writer).
+//! - `synchronous=NORMAL`: a commit is durable against a process crash at once and
+//!   against a power cut at the next checkpoint; the pipeline's spool covers the
+//!   rest.
+//! - Every insert also updates `rollup_hourly` (per hour x school x role x action x
+//!   category counts) in the same transaction, so a week's counts read a few
+//!   thousand rollup rows instead of tens of millions of events. Only rows that
+//!   were really inserted are counted (`INSERT OR IGNORE` on the event id), so a
+//!   replayed batch neither duplicates events nor inflates the rollups.
+//! - Retention: [`SqliteStore::purge`] deletes each class of event past its days, in
+//!   small transactions so the writer is never held for long. Rollups carry no
+//!   personal data and are kept as long as the longest retention.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::{Connection, ErrorCode, OpenFlags, Row, params};
+use schoolgate_classifier::config::store::Retention;
+use schoolgate_classifier::{Action, Category, CategorySet, Severity};
+use ulid::Ulid;
+
+use super::{EXPORT_PAGE, EventStore, ExportCursor, StoreError, audit, csv};
+use crate::event::{AccessEvent, Batch, RetentionClass, Source, bypass_mask};
+use crate::query::{
+    BypassAttempts, Count, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period, PurgeReport,
+    Purpose, Subject, Totals, day_key, sort_counts,
+};
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+/// Rows deleted per purge transaction.
+const PURGE_CHUNK: usize = 10_000;
+/// Idle read connections kept open.
+const READER_POOL: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id           TEXT PRIMARY KEY,
+    time_ms      INTEGER NOT NULL,
+    class        INTEGER NOT NULL,
+    source       INTEGER NOT NULL,
+    school       TEXT NOT NULL,
+    node         TEXT NOT NULL,
+    client_ip    TEXT NOT NULL,
+    user         TEXT,
+    device       TEXT,
+    role         TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    path         TEXT NOT NULL,
+    search_terms TEXT NOT NULL,
+    action       INTEGER NOT NULL,
+    categories   INTEGER NOT NULL,
+    severity     INTEGER,
+    rule         TEXT NOT NULL,
+    reason       TEXT NOT NULL,
+    status       INTEGER NOT NULL,
+    bytes_up     INTEGER NOT NULL,
+    bytes_down   INTEGER NOT NULL,
+    duration_us  INTEGER NOT NULL,
+    cached       INTEGER NOT NULL
+);
+-- Period scans (totals, bypass, exports, purge).
+CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
+-- The DSL's review list: flagged only, most severe and newest first.
+CREATE INDEX IF NOT EXISTS events_flagged ON events(severity, time_ms)
+    WHERE action = 1 OR severity IS NOT NULL;
+-- One person's history and the timeline around a flag.
+CREATE INDEX IF NOT EXISTS events_user ON events(user, time_ms) WHERE user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_client ON events(client_ip, time_ms);
+-- Top blocked hosts.
+CREATE INDEX IF NOT EXISTS events_blocked ON events(time_ms, host) WHERE action = 3;
+CREATE TABLE IF NOT EXISTS rollup_hourly (
+    hour     INTEGER NOT NULL, -- unix ms / 3 600 000
+    school   TEXT NOT NULL,
+    role     TEXT NOT NULL,
+    action   INTEGER NOT NULL,
+    category INTEGER NOT NULL, -- category id, or -1 for the row counting every event once
+    events   INTEGER NOT NULL,
+    flagged  INTEGER NOT NULL,
+    PRIMARY KEY (hour, school, role, action, category)
+) WITHOUT ROWID;
+";
+
+const COLUMNS: &str = "id, time_ms, source, school, node, client_ip, user, device, role, method, \
+     host, path, search_terms, action, categories, severity, rule, reason, status, bytes_up, \
+     bytes_down, duration_us, cached";
+
+const FLAGGED: &str = "(action = 1 OR severity IS NOT NULL)";
+
+/// The embedded SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    retention: Retention,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database at `path` and its schema.
+    pub fn open(path: impl AsRef<Path>, retention: Retention) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::transient(format!("{}: {e}", parent.display())))?;
+        }
+        let conn = Connection::open(&path).map_err(classify)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(classify)?;
+        // WAL: readers never block the writer; NORMAL: fsync at checkpoints, not
+        // per commit (durable against a crash, not a power cut, which the spool
+        // and a short window cover).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(classify)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(classify)?;
+        conn.execute_batch(SCHEMA).map_err(classify)?;
+        Ok(SqliteStore {
+            path,
+            retention,
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the writer connection on the blocking pool.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| StoreError::transient("sqlite writer lock poisoned"))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::transient(format!("sqlite writer task failed: {e}")))?
+    }
+
+    /// Runs `f` with a read connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut p| p.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(classify)?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))
+                        .map_err(classify)?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            if let Ok(mut pool) = readers.lock()
+                && pool.len() < READER_POOL
+            {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::transient(format!("sqlite reader task failed: {e}")))?
+    }
+
+    /// Counts from the rollups for whole hours, from the events for the partial
+    /// hours at either end, so any period is exact.
+    fn counts_blocking(
+        conn: &Connection,
+        period: Period,
+        group_by: GroupBy,
+    ) -> Result<Vec<Count>, StoreError> {
+        let (from, to) = (period.from_ms(), period.to_ms());
+        let mut acc: BTreeMap<String, Count> = BTreeMap::new();
+        let mut add = |key: String, events: u64, blocked: u64, flagged: u64| {
+            let c = acc.entry(key.clone()).or_insert(Count {
+                key,
+                events: 0,
+                blocked: 0,
+                flagged: 0,
+            });
+            c.events += events;
+            c.blocked += blocked;
+            c.flagged += flagged;
+        };
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let first_hour = from.div_euclid(HOUR_MS) + i64::from(from.rem_euclid(HOUR_MS) != 0);
+        let end_hour = to.div_euclid(HOUR_MS);
+        let raw_ranges = if first_hour < end_hour {
+            let (key_sql, filter) = match group_by {
+                GroupBy::Category => ("CAST(category AS TEXT)", "category >= 0"),
+                GroupBy::Action => ("CAST(action AS TEXT)", "category = -1"),
+                GroupBy::Role => ("role", "category = -1"),
+                GroupBy::School => ("school", "category = -1"),
+                GroupBy::Day => ("CAST(hour / 24 AS TEXT)", "category = -1"),
+            };
+            let sql = format!(
+                "SELECT {key_sql}, SUM(events), SUM(CASE WHEN action = 3 THEN events ELSE 0 END), \
+                 SUM(flagged) FROM rollup_hourly WHERE hour >= ?1 AND hour < ?2 AND {filter} \
+                 GROUP BY 1"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+            let rows = stmt
+                .query_map(params![first_hour, end_hour], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(classify)?;
+            for row in rows {
+                let (raw_key, events, blocked, flagged) = row.map_err(classify)?;
+                let key = match group_by {
+                    GroupBy::Category => raw_key
+                        .parse::<u8>()
+                        .ok()
+                        .and_then(Category::from_id)
+                        .map(|c| c.name().to_owned())
+                        .unwrap_or(raw_key),
+                    GroupBy::Action => raw_key
+                        .parse::<u8>()
+                        .ok()
+                        .and_then(Action::from_u8)
+                        .map(|a| a.name().to_owned())
+                        .unwrap_or(raw_key),
+                    GroupBy::Day => raw_key.parse::<i64>().map(day_key).unwrap_or(raw_key),
+                    _ => raw_key,
+                };
+                add(key, as_u64(events), as_u64(blocked), as_u64(flagged));
+            }
+            vec![(from, first_hour * HOUR_MS), (end_hour * HOUR_MS, to)]
+        } else {
+            vec![(from, to)]
+        };
+        let sql = format!(
+            "SELECT school, role, action, categories, time_ms / {DAY_MS}, COUNT(*), \
+             SUM(CASE WHEN {FLAGGED} THEN 1 ELSE 0 END) FROM events \
+             WHERE time_ms >= ?1 AND time_ms < ?2 GROUP BY 1, 2, 3, 4, 5"
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+        for (lo, hi) in raw_ranges {
+            if hi <= lo {
+                continue;
+            }
+            let rows = stmt
+                .query_map(params![lo, hi], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                })
+                .map_err(classify)?;
+            for row in rows {
+                let (school, role, action, categories, day, n, flagged) = row.map_err(classify)?;
+                let action = u8::try_from(action).ok().and_then(Action::from_u8);
+                let blocked = if action == Some(Action::Block) { n } else { 0 };
+                let (n, blocked, flagged) = (as_u64(n), as_u64(blocked), as_u64(flagged));
+                match group_by {
+                    GroupBy::Category => {
+                        for c in CategorySet::from_bits(categories as u64).iter() {
+                            add(c.name().to_owned(), n, blocked, flagged);
+                        }
+                    }
+                    GroupBy::Action => add(
+                        action.map(|a| a.name().to_owned()).unwrap_or_default(),
+                        n,
+                        blocked,
+                        flagged,
+                    ),
+                    GroupBy::Role => add(role, n, blocked, flagged),
+                    GroupBy::School => add(school, n, blocked, flagged),
+                    GroupBy::Day => add(day_key(day), n, blocked, flagged),
+                }
+            }
+        }
+        Ok(sort_counts(acc.into_values().collect()))
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn insert(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let events = batch.events.clone();
+        self.write(move |conn| insert_blocking(conn, &events)).await
+    }
+
+    async fn flagged(
+        &self,
+        q: &FlaggedQuery,
+        purpose: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError> {
+        audit(purpose, "flagged", &format_args!("{:?}", q))?;
+        let q = q.clone();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events WHERE {FLAGGED} AND time_ms >= ?1 AND time_ms < ?2 \
+                 AND COALESCE(severity, 1) >= ?3 AND (?4 IS NULL OR school = ?4) \
+                 AND (?5 IS NULL OR user = ?5) \
+                 ORDER BY COALESCE(severity, 1) DESC, time_ms DESC, id DESC LIMIT ?6"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.period.from_ms(),
+                        q.period.to_ms(),
+                        q.min_severity as u8,
+                        q.school,
+                        q.user,
+                        limit
+                    ],
+                    decode,
+                )
+                .map_err(classify)?;
+            collect_events(rows)
+        })
+        .await
+    }
+
+    async fn timeline(
+        &self,
+        subject: &Subject,
+        around: Timestamp,
+        minutes: i64,
+        purpose: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError> {
+        audit(purpose, "timeline", subject)?;
+        let (lo, hi) = window(around, minutes);
+        let subject = subject.clone();
+        self.read(move |conn| {
+            let (column, value) = subject_sql(&subject);
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events WHERE {column} = ?1 AND time_ms >= ?2 \
+                 AND time_ms <= ?3 ORDER BY time_ms, id"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+            let rows = stmt
+                .query_map(params![value, lo, hi], decode)
+                .map_err(classify)?;
+            collect_events(rows)
+        })
+        .await
+    }
+
+    async fn counts(&self, period: &Period, group_by: GroupBy) -> Result<Vec<Count>, StoreError> {
+        let period = *period;
+        self.read(move |conn| SqliteStore::counts_blocking(conn, period, group_by))
+            .await
+    }
+
+    async fn top_blocked_hosts(
+        &self,
+        period: &Period,
+        n: usize,
+    ) -> Result<Vec<HostCount>, StoreError> {
+        let period = *period;
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT host, COUNT(*) AS c FROM events WHERE action = 3 \
+                     AND time_ms >= ?1 AND time_ms < ?2 GROUP BY host \
+                     ORDER BY c DESC, host ASC LIMIT ?3",
+                )
+                .map_err(classify)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        period.from_ms(),
+                        period.to_ms(),
+                        i64::try_from(n).unwrap_or(i64::MAX)
+                    ],
+                    |r| {
+                        Ok(HostCount {
+                            host: r.get(0)?,
+                            blocked: as_u64(r.get(1)?),
+                        })
+                    },
+                )
+                .map_err(classify)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(classify)
+        })
+        .await
+    }
+
+    async fn bypass_attempts(&self, period: &Period) -> Result<Vec<BypassAttempts>, StoreError> {
+        let period = *period;
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT COUNT(*), COUNT(DISTINCT user), COUNT(DISTINCT client_ip) FROM events \
+                     WHERE time_ms >= ?1 AND time_ms < ?2 AND action IN (1, 3) \
+                     AND (categories & ?3) != 0",
+                )
+                .map_err(classify)?;
+            let mut out = Vec::new();
+            for category in CategorySet::from_bits(bypass_mask()).iter() {
+                let bits = CategorySet::of(category).bits() as i64;
+                let (attempts, users, clients) = stmt
+                    .query_row(params![period.from_ms(), period.to_ms(), bits], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })
+                    .map_err(classify)?;
+                if attempts > 0 {
+                    out.push(BypassAttempts {
+                        category,
+                        attempts: as_u64(attempts),
+                        distinct_users: as_u64(users),
+                        distinct_clients: as_u64(clients),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn export_csv(
+        &self,
+        period: &Period,
+        filter: &ExportFilter,
+        out: &mut (dyn Write + Send),
+        purpose: &Purpose,
+    ) -> Result<u64, StoreError> {
+        audit(
+            purpose,
+            "export_csv",
+            &format_args!("{period:?} {filter:?}"),
+        )?;
+        csv::write_header(out).map_err(StoreError::Export)?;
+        let mut cursor: ExportCursor = None;
+        let mut written = 0u64;
+        loop {
+            let (period, filter, after) = (*period, filter.clone(), cursor.clone());
+            let page = self
+                .read(move |conn| export_page(conn, period, &filter, after))
+                .await?;
+            for e in &page {
+                csv::write_event(out, e).map_err(StoreError::Export)?;
+            }
+            written += page.len() as u64;
+            match page.last() {
+                Some(last) if page.len() == EXPORT_PAGE => {
+                    cursor = Some((last.time_ms(), last.id.to_string()));
+                }
+                _ => break,
+            }
+        }
+        out.flush().map_err(StoreError::Export)?;
+        Ok(written)
+    }
+
+    async fn totals(&self, period: &Period) -> Result<Totals, StoreError> {
+        let period = *period;
+        self.read(move |conn| {
+            let by_action = SqliteStore::counts_blocking(conn, period, GroupBy::Action)?;
+            let mut totals = Totals::default();
+            for c in by_action {
+                totals.requests += c.events;
+                totals.blocked += c.blocked;
+                totals.flagged += c.flagged;
+            }
+            let (users, clients) = conn
+                .prepare_cached(
+                    "SELECT COUNT(DISTINCT user), COUNT(DISTINCT client_ip) FROM events \
+                     WHERE time_ms >= ?1 AND time_ms < ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![period.from_ms(), period.to_ms()], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    })
+                })
+                .map_err(classify)?;
+            totals.distinct_users = as_u64(users);
+            totals.distinct_clients = as_u64(clients);
+            Ok(totals)
+        })
+        .await
+    }
+
+    async fn purge(&self, now: Timestamp) -> Result<PurgeReport, StoreError> {
+        let retention = self.retention.clone();
+        let now_ms = now.as_millisecond();
+        self.write(move |conn| {
+            let mut report = PurgeReport::default();
+            let mut longest = 0;
+            for class in RetentionClass::ALL {
+                let days = class.days(&retention);
+                longest = longest.max(days);
+                let cutoff = now_ms - i64::from(days) * DAY_MS;
+                loop {
+                    let n = conn
+                        .execute(
+                            "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events \
+                             WHERE time_ms < ?1 AND class = ?2 LIMIT ?3)",
+                            params![cutoff, class.id(), PURGE_CHUNK as i64],
+                        )
+                        .map_err(classify)?;
+                    report.events += n as u64;
+                    if n < PURGE_CHUNK {
+                        break;
+                    }
+                }
+            }
+            let cutoff_hour = (now_ms - i64::from(longest) * DAY_MS).div_euclid(HOUR_MS);
+            conn.execute(
+                "DELETE FROM rollup_hourly WHERE hour < ?1",
+                params![cutoff_hour],
+            )
+            .map_err(classify)?;
+            Ok(report)
+        })
+        .await
+    }
+}
+
+fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(classify)?;
+    // (hour, school, role, action, category) -> (events, flagged)
+    let mut rollup: BTreeMap<(i64, String, String, u8, i64), (i64, i64)> = BTreeMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events (id, time_ms, class, source, school, node, \
+                 client_ip, user, device, role, method, host, path, search_terms, action, \
+                 categories, severity, rule, reason, status, bytes_up, bytes_down, duration_us, \
+                 cached) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            )
+            .map_err(classify)?;
+        for e in events {
+            let user = e.user.as_deref().filter(|u| !u.is_empty());
+            let device = e.device.as_deref().filter(|d| !d.is_empty());
+            let inserted = stmt
+                .execute(params![
+                    e.id.to_string(),
+                    e.time_ms(),
+                    e.retention_class().id(),
+                    e.source.id(),
+                    e.school,
+                    e.node,
+                    e.client_ip.to_canonical().to_string(),
+                    user,
+                    device,
+                    e.role,
+                    e.method,
+                    e.host,
+                    e.path,
+                    e.search_terms,
+                    e.action as u8,
+                    // Bit patterns: u64 values above i64::MAX are stored as
+                    // negative numbers and read back unchanged.
+                    e.categories.bits() as i64,
+                    e.severity.map(|s| s as u8),
+                    e.rule,
+                    e.reason,
+                    e.status,
+                    e.bytes_up as i64,
+                    e.bytes_down as i64,
+                    e.duration_us,
+                    e.cached,
+                ])
+                .map_err(classify)?;
+            if inserted == 0 {
+                continue;
+            }
+            let hour = e.time_ms().div_euclid(HOUR_MS);
+            let flagged = i64::from(e.is_flagged());
+            let mut bump = |category: i64| {
+                let slot = rollup
+                    .entry((
+                        hour,
+                        e.school.clone(),
+                        e.role.clone(),
+                        e.action as u8,
+                        category,
+                    ))
+                    .or_insert((0, 0));
+                slot.0 += 1;
+                slot.1 += flagged;
+            };
+            bump(-1);
+            for c in e.categories.iter() {
+                bump(i64::from(c.id()));
+            }
+        }
+        let mut up = tx
+            .prepare_cached(
+                "INSERT INTO rollup_hourly (hour, school, role, action, category, events, flagged) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT(hour, school, role, action, category) DO UPDATE SET \
+                 events = events + excluded.events, flagged = flagged + excluded.flagged",
+            )
+            .map_err(classify)?;
+        for ((hour, school, role, action, category), (n, flagged)) in rollup {
+            up.execute(params![hour, school, role, action, category, n, flagged])
+                .map_err(classify)?;
+        }
+    }
+    tx.commit().map_err(classify)
+}
+
+fn export_page(
+    conn: &Connection,
+    period: Period,
+    filter: &ExportFilter,
+    after: ExportCursor,
+) -> Result<Vec<AccessEvent>, StoreError> {
+    let (subject_column, subject_value) = match &filter.subject {
+        Some(s) => {
+            let (c, v) = subject_sql(s);
+            (c, Some(v))
+        }
+        None => ("user", None),
+    };
+    let (after_time, after_id) = match after {
+        Some((t, id)) => (Some(t), Some(id)),
+        None => (None, None),
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE time_ms >= ?1 AND time_ms < ?2 \
+         AND (?3 IS NULL OR school = ?3) AND (?4 IS NULL OR {subject_column} = ?4) \
+         AND (?5 IS NULL OR action = ?5) AND (?6 = 0 OR {FLAGGED}) \
+         AND (?7 IS NULL OR time_ms > ?7 OR (time_ms = ?7 AND id > ?8)) \
+         ORDER BY time_ms, id LIMIT ?9"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+    let rows = stmt
+        .query_map(
+            params![
+                period.from_ms(),
+                period.to_ms(),
+                filter.school,
+                subject_value,
+                filter.action.map(|a| a as u8),
+                filter.flagged_only,
+                after_time,
+                after_id,
+                EXPORT_PAGE as i64
+            ],
+            decode,
+        )
+        .map_err(classify)?;
+    collect_events(rows)
+}
+
+fn subject_sql(subject: &Subject) -> (&'static str, String) {
+    match subject {
+        Subject::User(u) => ("user", u.clone()),
+        Subject::Client(ip) => ("client_ip", ip.to_canonical().to_string()),
+    }
+}
+
+/// `[around - minutes, around + minutes]` in ms.
+pub(crate) fn window(around: Timestamp, minutes: i64) -> (i64, i64) {
+    let at = around.as_millisecond();
+    let span = minutes.abs().saturating_mul(60_000);
+    (at.saturating_sub(span), at.saturating_add(span))
+}
+
+fn as_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A row that cannot be decoded: rusqlite wants its own error type in row closures.
+fn bad_row(what: &str, value: impl fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("stored {what} `{value}` is not valid").into(),
+    )
+}
+
+fn decode(r: &Row<'_>) -> rusqlite::Result<AccessEvent> {
+    let id: String = r.get(0)?;
+    let time_ms: i64 = r.get(1)?;
+    let source: u8 = r.get(2)?;
+    let client_ip: String = r.get(5)?;
+    let action: u8 = r.get(13)?;
+    let categories: i64 = r.get(14)?;
+    let severity: Option<u8> = r.get(15)?;
+    let bytes_up: i64 = r.get(19)?;
+    let bytes_down: i64 = r.get(20)?;
+    Ok(AccessEvent {
+        id: Ulid::from_string(&id).map_err(|_| bad_row("id", &id))?,
+        time: Timestamp::from_millisecond(time_ms).map_err(|_| bad_row("time", time_ms))?,
+        source: Source::from_u8(source).ok_or_else(|| bad_row("source", source))?,
+        school: r.get(3)?,
+        node: r.get(4)?,
+        client_ip: client_ip
+            .parse::<IpAddr>()
+            .map_err(|_| bad_row("client_ip", &client_ip))?,
+        user: r.get(6)?,
+        device: r.get(7)?,
+        role: r.get(8)?,
+        method: r.get(9)?,
+        host: r.get(10)?,
+        path: r.get(11)?,
+        search_terms: r.get(12)?,
+        action: Action::from_u8(action).ok_or_else(|| bad_row("action", action))?,
+        categories: CategorySet::from_bits(categories as u64),
+        severity: match severity {
+            Some(s) => Some(Severity::from_u8(s).ok_or_else(|| bad_row("severity", s))?),
+            None => None,
+        },
+        rule: r.get(16)?,
+        reason: r.get(17)?,
+        status: r.get(18)?,
+        bytes_up: bytes_up as u64,
+        bytes_down: bytes_down as u64,
+        duration_us: r.get(21)?,
+        cached: r.get(22)?,
+    })
+}
+
+fn collect_events(
+    rows: impl Iterator<Item = rusqlite::Result<AccessEvent>>,
+) -> Result<Vec<AccessEvent>, StoreError> {
+    rows.collect::<Result<Vec<_>, _>>().map_err(classify)
+}
+
+/// Bad data (constraint, type, size) is never worth retrying; anything else
+/// (busy, locked, I/O, full disk) may pass.
+fn classify(e: rusqlite::Error) -> StoreError {
+    let data = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => matches!(
+            f.code,
+            ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig
+        ),
+        rusqlite::Error::ToSqlConversionFailure(_)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)
+        | rusqlite::Error::Utf8Error(..)
+        | rusqlite::Error::InvalidColumnType(..) => true,
+        _ => false,
+    };
+    if data {
+        let code = match &e {
+            rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+            _ => None,
+        };
+        StoreError::Data {
+            code,
+            message: e.to_string(),
+        }
+    } else {
+        StoreError::transient(format!("sqlite: {e}"))
+    }
+}
