@@ -35,6 +35,7 @@
 
 pub mod curated;
 mod format;
+pub mod load;
 mod name;
 mod parse;
 mod read;
