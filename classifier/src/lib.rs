@@ -25,6 +25,8 @@ pub mod verdict;
 
 pub use category::{Category, CategorySet, Severity};
 pub use config::Config;
-pub use policy::{Client, ListId, Policy, PolicyBuilder, PolicyError, RoleId, SharedPolicy, shared};
+pub use policy::{
+    Client, ListId, Policy, PolicyBuilder, PolicyError, RoleId, SharedPolicy, shared,
+};
 pub use request::{Request, UrlParts};
 pub use verdict::{Action, Rewrite, Rule, Verdict};

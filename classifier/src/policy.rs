@@ -678,7 +678,11 @@ impl Policy {
                 .unwrap_or(Category::Illegal);
             return verdict(Action::Flag, Some(c), rule_for(c));
         }
-        let mut v = verdict(Action::Allow, None, Rule::Default);
+        // Allowed: name what it is anyway, so "allowed at lunch" reads as such.
+        let mut v = match categories.iter().next() {
+            Some(c) => verdict(Action::Allow, Some(c), rule_for(c)),
+            None => verdict(Action::Allow, None, Rule::Default),
+        };
         if v.rewrite.is_some() {
             v.action = Action::Rewrite;
         }

@@ -148,6 +148,12 @@ impl Verdict {
                 format!("{what} for {}: SafeSearch enforced", self.role)
             }
             (_, Rule::Default) => format!("{what} for {}: no restricted category", self.role),
+            (Some(c), rule) if self.action == Action::Allow => {
+                format!(
+                    "{what} for {}: {c} is not restricted now ({rule})",
+                    self.role
+                )
+            }
             (Some(c), rule) => format!("{what} for {}: {c} ({rule})", self.role),
             (None, rule) => format!("{what} for {}: {rule}", self.role),
         }

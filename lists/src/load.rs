@@ -235,11 +235,54 @@ fn source_report(
         name,
         format: format.to_owned(),
         location,
-        entries: lr.entries,
+        // What reached the policy (a ut1 `only` filter drops the rest).
+        entries: categories.iter().map(|(_, n)| n).sum(),
         malformed: lr.malformed,
         first_errors: lr.first_errors.iter().map(LineError::to_string).collect(),
         error,
         categories,
         millis: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Why a reload was refused; the running policy is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    #[error("the configuration has errors:\n{0}")]
+    Config(#[from] schoolgate_classifier::config::ConfigErrors),
+    #[error("the policy did not compile: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("list sources failed, keeping the previous policy: {}", .0.join("; "))]
+    Lists(Vec<String>),
+}
+
+/// Recompiles the policy from a configuration and swaps it into the shared handle,
+/// or leaves the running policy untouched and says why. Used for `SIGHUP`, list
+/// updates and the dashboard's saves.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    pub shared: schoolgate_classifier::SharedPolicy,
+    pub base_dir: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl Reloader {
+    /// Parses and validates `text` (named `file` in messages), compiles it with its
+    /// lists and swaps it in. A list that cannot be read refuses the reload: a
+    /// missing file must never quietly unblock its categories.
+    pub fn reload_text(&self, file: &str, text: &str) -> Result<LoadReport, ReloadError> {
+        let config = Config::parse(file, text)?;
+        self.reload(config)
+    }
+
+    /// As [`Reloader::reload_text`], from a parsed configuration.
+    pub fn reload(&self, config: Config) -> Result<LoadReport, ReloadError> {
+        let (policy, report) = compile(config, &self.base_dir, &self.cache_dir)?;
+        if !report.is_complete() {
+            return Err(ReloadError::Lists(report.failures()));
+        }
+        self.shared.store(std::sync::Arc::new(policy));
+        Ok(report)
     }
 }

@@ -9,6 +9,8 @@ mod curated;
 mod files;
 /// Every format end to end: entries, malformed lines with file, line and message.
 mod formats;
+/// From a configuration to a policy; a failing reload keeps the running policy.
+mod load;
 /// Properties: no input panics; a valid name always round-trips.
 mod properties;
 /// The real lists under `../shared/data`, against the counts in its README.

@@ -1,0 +1,93 @@
+//! `schoolgate config check`: the verdict on a configuration and a summary.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::load;
+
+pub fn check(path: &Path) -> Result<ExitCode> {
+    let config = match load::read_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{e:#}");
+            println!("\nconfiguration NOT OK");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let (policy, report) = load::compile_config(config, path)?;
+    let config = policy.config().clone();
+    println!("{}: configuration OK", path.display());
+    if let Some(trust) = &config.trust {
+        println!("trust: {trust}");
+    }
+    for s in &config.schools {
+        println!("school: {} ({})", s.name, s.id);
+    }
+    println!("\nroles ({}):", config.roles.len());
+    for (_, role) in policy.roles() {
+        let marker = if role.name.as_ref() == config.policy.default_role {
+            " (default)"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<14}{marker} blocks {}; flags {}",
+            role.name,
+            role.block.len(),
+            role.flagged().len()
+        );
+    }
+    println!("\nnetworks ({}):", config.networks.len());
+    for n in &config.networks {
+        println!("  {:<20} -> {:<12} {}", n.cidr.to_string(), n.role, n.name);
+    }
+    if !config.devices.is_empty() || !config.users.is_empty() {
+        println!(
+            "\nmapped devices: {}, mapped users: {}",
+            config.devices.len(),
+            config.users.len()
+        );
+    }
+    println!("\nlists ({}):", report.sources.len());
+    let mut failed = 0;
+    for s in &report.sources {
+        match &s.error {
+            Some(e) => {
+                failed += 1;
+                println!("  {:<24} FAILED: {e}", s.name);
+            }
+            None => println!(
+                "  {:<24} {:>9} entries{}  ({} ms)",
+                s.name,
+                s.entries,
+                if s.malformed > 0 {
+                    format!(", {} malformed", s.malformed)
+                } else {
+                    String::new()
+                },
+                s.millis
+            ),
+        }
+        for e in s.first_errors.iter().take(5) {
+            println!("      {e}");
+        }
+    }
+    let stats = policy.stats();
+    println!("\nentries per category:");
+    for (c, n) in &stats.per_category {
+        println!("  {:<20} {n:>9}", c.name());
+    }
+    println!(
+        "\nindex: {} domains, {} URL prefixes, {} keyword rules",
+        stats.domains, stats.urls, stats.keyword_rules
+    );
+    if failed > 0 {
+        println!(
+            "\n{failed} list source(s) could not be read: the filter would start without them"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
