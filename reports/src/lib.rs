@@ -1,0 +1,1 @@
+//! Weekly summaries for the headteacher and same-day safeguarding alerts.
