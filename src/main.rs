@@ -4,6 +4,7 @@
 mod check;
 mod config_cmd;
 mod load;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the filter: DNS, proxy, dashboard and the event pipeline.
+    Run {
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// The event store.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// Check a configuration file and summarise it.
     Config {
         #[command(subcommand)]
@@ -38,9 +49,40 @@ enum ConfigAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DbAction {
+    /// Create or upgrade the ClickHouse schema (the embedded store migrates itself).
+    Migrate {
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => {
+            init_logging();
+            runtime().and_then(|rt| rt.block_on(run::run(&config)).map(|()| ExitCode::SUCCESS))
+        }
+        Command::Db {
+            action: DbAction::Migrate { config },
+        } => runtime().and_then(|rt| rt.block_on(db_migrate(&config))),
         Command::Config {
             action: ConfigAction::Check { config },
         } => config_cmd::check(&config),
@@ -53,4 +95,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+async fn db_migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load::read_config(path)?;
+    let Some(ch) = &config.store.clickhouse else {
+        println!("[store] has no ClickHouse section: the embedded store migrates itself on start");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let store = schoolgate_events::ClickhouseStore::new(ch, config.store.retention.clone());
+    let report = store.migrate().await?;
+    println!("{report:#?}");
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,178 @@
+//! `schoolgate run`: starts the event pipeline, the DNS filter, the proxy and the
+//! dashboard from one configuration, reloads on SIGHUP, and shuts down in order on
+//! SIGTERM / Ctrl-C (servers stop accepting, the pipeline drains to the store or
+//! the spool, nothing is lost).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use schoolgate_classifier::config::Backend;
+use schoolgate_classifier::{Config, shared};
+use schoolgate_events::{ClickhouseStore, EventStore, Pipeline};
+use schoolgate_lists::load::Reloader;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::load;
+
+/// How long servers get to finish in-flight work after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Makes every relative path in the configuration relative to the config file's
+/// folder, so the filter behaves the same whatever directory it is started from.
+pub fn resolve_paths(config: &mut Config, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    fix(&mut config.store.path);
+    fix(&mut config.store.spool_dir);
+    fix(&mut config.store.dead_letter);
+    fix(&mut config.dashboard.state);
+    for p in [
+        &mut config.proxy.users_file,
+        &mut config.dashboard.tls_cert,
+        &mut config.dashboard.tls_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(p);
+    }
+}
+
+pub async fn run(config_path: &Path) -> Result<()> {
+    let started = Instant::now();
+    let mut config = load::read_config(config_path)?;
+    let base = load::base_dir(config_path);
+    resolve_paths(&mut config, &base);
+    for dir in [
+        config.store.path.parent(),
+        Some(config.store.spool_dir.as_path()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let cache = load::cache_dir(&config, &base);
+    let (policy, report) = schoolgate_lists::load::compile(config.clone(), &base, &cache)
+        .context("compiling the policy")?;
+    for s in &report.sources {
+        match &s.error {
+            Some(e) => {
+                warn!(list = %s.name, error = %e, "list source not loaded: the filter runs without it")
+            }
+            None => {
+                info!(list = %s.name, entries = s.entries, malformed = s.malformed, "list loaded")
+            }
+        }
+    }
+    let stats = policy.stats();
+    info!(
+        domains = stats.domains,
+        urls = stats.urls,
+        keyword_rules = stats.keyword_rules,
+        "policy compiled"
+    );
+    let policy = shared(policy);
+    let reloader = Reloader {
+        shared: policy.clone(),
+        base_dir: base.clone(),
+        cache_dir: cache.clone(),
+    };
+
+    let shutdown = CancellationToken::new();
+    let store = open_store(&config).await?;
+    let (events, pipeline) = Pipeline::start(&config.store, store.clone(), shutdown.child_token())
+        .context("starting the event pipeline")?;
+
+    let mut tasks = JoinSet::new();
+
+    let dns = if config.listen.dns.is_empty() {
+        None
+    } else {
+        let filter = schoolgate_dns::DnsFilter::new(policy.clone(), events.clone());
+        let server = schoolgate_dns::DnsServer::bind(filter.clone(), &config.listen.dns)
+            .context("starting the DNS filter")?;
+        let token = shutdown.child_token();
+        tasks.spawn(async move {
+            if let Err(e) = server.run(token).await {
+                error!(error = %e, "DNS filter stopped");
+            }
+        });
+        Some(filter)
+    };
+
+    let listeners = schoolgate_proxy::Listeners::from_config(&config.listen);
+    let proxy = if listeners == schoolgate_proxy::Listeners::default() {
+        None
+    } else {
+        let proxy = schoolgate_proxy::Proxy::new(policy.clone(), events.clone());
+        let server = schoolgate_proxy::ProxyServer::bind(proxy.clone(), listeners)
+            .context("starting the proxy")?;
+        let token = shutdown.child_token();
+        tasks.spawn(async move { server.run(token).await });
+        Some(proxy)
+    };
+
+    let _ = (&reloader, &dns, &proxy, &store, started);
+
+    // Reload on SIGHUP; stop on SIGTERM or Ctrl-C.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the configuration and lists");
+                let r = reloader.clone();
+                let path = config_path.to_path_buf();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+                    r.reload_text(&path.display().to_string(), &text).map_err(|e| e.to_string())
+                })
+                .await;
+                match outcome {
+                    Ok(Ok(_)) => info!("reloaded: the new policy is in force"),
+                    Ok(Err(e)) => error!("reload refused, the previous policy keeps running: {e}"),
+                    Err(e) => error!("reload task failed: {e}"),
+                }
+            }
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = tokio::signal::ctrl_c() => { info!("interrupt: shutting down"); break; }
+        }
+    }
+    shutdown.cancel();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(GRACE, drain).await.is_err() {
+        warn!("servers did not stop within {GRACE:?}; aborting them");
+        tasks.abort_all();
+    }
+    // Servers are stopped, so no new events: drain the queue to the store or spool.
+    pipeline.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn open_store(config: &Config) -> Result<Arc<dyn EventStore>> {
+    if config.store.backend == Backend::Clickhouse {
+        let ch = config
+            .store
+            .clickhouse
+            .as_ref()
+            .context("[store] backend = \"clickhouse\" needs [store.clickhouse]")?;
+        let store = ClickhouseStore::new(ch, config.store.retention.clone());
+        // The server may be down at start: events spool until it is back.
+        match store.migrate().await {
+            Ok(report) => info!(?report, "ClickHouse schema ready"),
+            Err(e) => warn!(error = %e, "ClickHouse not ready; events will spool until it is"),
+        }
+        return Ok(Arc::new(store));
+    }
+    schoolgate_events::open_store(&config.store).context("opening the event store")
+}
