@@ -87,7 +87,9 @@ pub fn parse(buf: &[u8]) -> Result<ClientHello, HelloError> {
         at = end;
         if needed.is_none() && message.len() >= 4 {
             if message[0] != HANDSHAKE_CLIENT_HELLO {
-                return Err(HelloError::Malformed("first handshake is not a ClientHello"));
+                return Err(HelloError::Malformed(
+                    "first handshake is not a ClientHello",
+                ));
             }
             let body = (usize::from(message[1]) << 16)
                 | (usize::from(message[2]) << 8)
@@ -241,7 +243,9 @@ fn host_name(value: &[u8]) -> Result<String, HelloError> {
         return Err(HelloError::Malformed("bad SNI name length"));
     }
     if value.last() == Some(&b'.') || value.first() == Some(&b'.') {
-        return Err(HelloError::Malformed("SNI name with a leading or trailing dot"));
+        return Err(HelloError::Malformed(
+            "SNI name with a leading or trailing dot",
+        ));
     }
     let ok = value
         .iter()

@@ -194,16 +194,28 @@ mod tests {
     #[test]
     fn complete_partial_and_bad_heads() {
         let l = limits();
-        assert!(matches!(check(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", &l), Ok(true)));
-        assert!(matches!(check(b"GET http://a/ HTTP/1.1\r\nHo", &l), Ok(false)));
+        assert!(matches!(
+            check(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", &l),
+            Ok(true)
+        ));
+        assert!(matches!(
+            check(b"GET http://a/ HTTP/1.1\r\nHo", &l),
+            Ok(false)
+        ));
         assert!(matches!(
             check(b"GET http://a/ HTTP/1.1\r\nBad Header: x\r\n\r\n", &l),
             Err(ProxyError::Malformed(_))
         ));
         let long = format!("GET http://a/{} HTTP/1.1\r\n\r\n", "x".repeat(200));
-        assert!(matches!(check(long.as_bytes(), &l), Err(ProxyError::LineTooLong)));
+        assert!(matches!(
+            check(long.as_bytes(), &l),
+            Err(ProxyError::LineTooLong)
+        ));
         let many: String = (0..20).map(|i| format!("x{i}: y\r\n")).collect();
         let req = format!("GET http://a/ HTTP/1.1\r\n{many}\r\n");
-        assert!(matches!(check(req.as_bytes(), &l), Err(ProxyError::HeadTooLarge)));
+        assert!(matches!(
+            check(req.as_bytes(), &l),
+            Err(ProxyError::HeadTooLarge)
+        ));
     }
 }

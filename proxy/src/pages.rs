@@ -60,7 +60,13 @@ pub fn header_text(s: &str) -> HeaderValue {
     let clean: String = s
         .chars()
         .take(300)
-        .map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("blocked"))
 }
@@ -78,7 +84,11 @@ fn page(status: StatusCode, title: &str, school: &str, body: &str) -> String {
 <style>{STYLE}</style></head><body><p>{}</p><h1>{}</h1>{body}</body></html>\n",
         escape(title),
         status.as_u16(),
-        escape(if school.is_empty() { "schoolgate" } else { school }),
+        escape(if school.is_empty() {
+            "schoolgate"
+        } else {
+            school
+        }),
         escape(title),
     );
     s
@@ -154,7 +164,10 @@ pub fn refusal(status: StatusCode, reason: &str, reference: &str) -> Response<Pr
     )));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(REASON_HEADER, header_text(reason));
     h.insert(REF_HEADER, header_text(reference));

@@ -102,14 +102,7 @@ impl ProxyBuilder {
 
     pub fn build(self) -> Arc<Proxy> {
         let dialer = Arc::new(Dialer::new(self.policy.clone(), self.overrides));
-        let idle = Duration::from_secs(
-            self.policy
-                .load()
-                .config()
-                .proxy
-                .idle_timeout_secs
-                .max(1),
-        );
+        let idle = Duration::from_secs(self.policy.load().config().proxy.idle_timeout_secs.max(1));
         let client = |restricted| -> Pooled {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(idle)
@@ -222,7 +215,12 @@ impl Proxy {
         v
     }
 
-    pub(crate) fn new_context(&self, view: &View, conn: &ConnInfo, source: Source) -> RequestContext {
+    pub(crate) fn new_context(
+        &self,
+        view: &View,
+        conn: &ConnInfo,
+        source: Source,
+    ) -> RequestContext {
         let mut event = AccessEvent::new(source, conn.peer.ip(), String::new());
         event.node = view.node.to_string();
         RequestContext {
@@ -332,9 +330,10 @@ impl Proxy {
                 .connect(view, ctx, conn, target, on_upgrade, restricted)
                 .await;
         }
+        let mut target = target;
         if let Some(rw) = rewrite {
             let restriction = view.policy.role(role).youtube;
-            apply_safesearch(&mut parts, &target, rw, restriction);
+            apply_safesearch(&mut target.path, &mut parts.headers, rw, restriction);
         }
         self.forward(view, ctx, conn, target, parts, body, role, restricted)
             .await
@@ -368,7 +367,9 @@ impl Proxy {
         self.fail(
             view,
             ctx,
-            ProxyError::Malformed("this is the school's web proxy: it serves only /proxy.pac and /wpad.dat"),
+            ProxyError::Malformed(
+                "this is the school's web proxy: it serves only /proxy.pac and /wpad.dat",
+            ),
             false,
         )
     }
@@ -426,7 +427,12 @@ impl Proxy {
     }
 
     /// The block page (plain HTTP) or a 403 with the reason header (CONNECT).
-    fn blocked(self: &Arc<Self>, view: &View, mut ctx: RequestContext, connect: bool) -> Response<ProxyBody> {
+    fn blocked(
+        self: &Arc<Self>,
+        view: &View,
+        mut ctx: RequestContext,
+        connect: bool,
+    ) -> Response<ProxyBody> {
         let status = StatusCode::FORBIDDEN;
         ctx.event.status = status.as_u16();
         let reference = ctx.event.id.to_string();
@@ -551,7 +557,7 @@ impl Proxy {
             return self.fail(&view, ctx, ProxyError::UploadTooLarge { limit }, false);
         }
         let upgrade = wants_upgrade(&parts.headers);
-        let uri = match upstream_uri(&target, parts.uri.path_and_query()) {
+        let uri = match upstream_uri(&target) {
             Ok(u) => u,
             Err(e) => return self.fail(&view, ctx, e, false),
         };
@@ -589,11 +595,18 @@ impl Proxy {
             && !http_body::Body::is_end_stream(&body);
         let (upload, count) = if has_body {
             let count = Arc::new(AtomicU64::new(0));
-            (UploadBody::counted(body, count.clone(), up_cap), Some(count))
+            (
+                UploadBody::counted(body, count.clone(), up_cap),
+                Some(count),
+            )
         } else {
             (UploadBody::empty(), None)
         };
-        let pool = if restricted { &self.restricted } else { &self.open };
+        let pool = if restricted {
+            &self.restricted
+        } else {
+            &self.open
+        };
         let sent = pool.request(Request::from_parts(parts, upload));
         let idle = view.limits.idle_timeout;
         let resp = match tokio::time::timeout(idle, sent).await {
@@ -608,7 +621,12 @@ impl Proxy {
                 return self.fail(&view, ctx, err, false);
             }
             Err(_) => {
-                return self.fail(&view, ctx, ProxyError::UpstreamTimeout(idle.as_secs()), false);
+                return self.fail(
+                    &view,
+                    ctx,
+                    ProxyError::UpstreamTimeout(idle.as_secs()),
+                    false,
+                );
             }
         };
         let (mut rparts, rbody) = resp.into_parts();
@@ -624,7 +642,12 @@ impl Proxy {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let (rparts, _) = resp.into_parts();
             let Some(client_upgrade) = client_upgrade else {
-                return self.fail(&view, ctx, ProxyError::Upstream("unexpected 101".into()), false);
+                return self.fail(
+                    &view,
+                    ctx,
+                    ProxyError::Upstream("unexpected 101".into()),
+                    false,
+                );
             };
             return self.websocket(view, ctx, conn, rparts, client_upgrade, upstream_upgrade);
         }
@@ -638,7 +661,10 @@ impl Proxy {
             up: count,
             cap: down_cap,
         });
-        Response::from_parts(rparts, ProxyBody::stream(rbody, down_cap).with_finish(finish))
+        Response::from_parts(
+            rparts,
+            ProxyBody::stream(rbody, down_cap).with_finish(finish),
+        )
     }
 
     /// A 101 from the origin: answer the client's upgrade and splice the two.
@@ -692,7 +718,12 @@ impl Proxy {
             return self.fail(&view, ctx, ProxyError::ConnectPort(target.port), true);
         }
         let Some(on_upgrade) = on_upgrade else {
-            return self.fail(&view, ctx, ProxyError::Internal("no upgrade on CONNECT"), true);
+            return self.fail(
+                &view,
+                ctx,
+                ProxyError::Internal("no upgrade on CONNECT"),
+                true,
+            );
         };
         let upstream = match self
             .dialer
@@ -716,7 +747,14 @@ impl Proxy {
                 }
             };
             proxy
-                .run_tunnel(view, ctx, TokioIo::new(client), upstream, &target.host, &shutdown)
+                .run_tunnel(
+                    view,
+                    ctx,
+                    TokioIo::new(client),
+                    upstream,
+                    &target.host,
+                    &shutdown,
+                )
                 .await;
         });
         if let Ok(mut slot) = conn.tunnel.lock() {
@@ -833,7 +871,12 @@ pub(crate) struct Finish {
 
 impl Finish {
     pub(crate) fn complete(self: Box<Self>, sent: u64, over_cap: bool, failed: bool) {
-        let Finish { proxy, mut ctx, up, cap } = *self;
+        let Finish {
+            proxy,
+            mut ctx,
+            up,
+            cap,
+        } = *self;
         let up = up.map_or(0, |c| c.load(Ordering::Relaxed));
         if over_cap {
             let limit = cap.unwrap_or(0);
@@ -962,7 +1005,10 @@ fn target_of(req: &Request<Incoming>, conn: &ConnInfo) -> Result<Target, ProxyEr
         _ => {
             // Transparent: the Host header names the site; without one (HTTP/1.0),
             // the address the client was going to.
-            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+            let host = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
             match host {
                 Some(h) if !h.is_empty() => {
                     let (name, port) = schoolgate_classifier::request::split_host_port(h);
@@ -1021,7 +1067,7 @@ fn authority(t: &Target) -> String {
     }
 }
 
-fn upstream_uri(t: &Target, _orig: Option<&http::uri::PathAndQuery>) -> Result<Uri, ProxyError> {
+fn upstream_uri(t: &Target) -> Result<Uri, ProxyError> {
     Uri::builder()
         .scheme("http")
         .authority(authority(t))
@@ -1033,61 +1079,56 @@ fn upstream_uri(t: &Target, _orig: Option<&http::uri::PathAndQuery>) -> Result<U
 /// Adds the SafeSearch parameter to a search URL (replacing a weaker value),
 /// and YouTube's restriction header.
 fn apply_safesearch(
-    parts: &mut http::request::Parts,
-    target: &Target,
+    path: &mut String,
+    headers: &mut HeaderMap,
     rw: schoolgate_classifier::Rewrite,
     youtube: schoolgate_classifier::config::Restriction,
 ) {
     if let Some((key, value)) = rw.param {
-        let (path, query) = match target.path.split_once('?') {
+        let (p, query) = match path.split_once('?') {
             Some((p, q)) => (p, q),
-            None => (target.path.as_str(), ""),
+            None => (path.as_str(), ""),
         };
-        let mut q = String::with_capacity(query.len() + key.len() + value.len() + 2);
+        let mut out = String::with_capacity(path.len() + key.len() + value.len() + 2);
+        out.push_str(p);
+        out.push('?');
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let name = pair.split('=').next().unwrap_or("");
             if name != key {
-                if !q.is_empty() {
-                    q.push('&');
-                }
-                q.push_str(pair);
+                out.push_str(pair);
+                out.push('&');
             }
         }
-        if !q.is_empty() {
-            q.push('&');
-        }
-        q.push_str(key);
-        q.push('=');
-        q.push_str(value);
-        let rewritten = Target {
-            kind: target.kind,
-            host: target.host.clone(),
-            port: target.port,
-            path: format!("{path}?{q}"),
-        };
-        if let Ok(uri) = upstream_uri(&rewritten, None) {
-            parts.uri = uri;
-        }
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+        *path = out;
     } else if rw.cname.contains("youtube") {
         let level = match youtube {
             schoolgate_classifier::config::Restriction::Strict => "Strict",
             _ => "Moderate",
         };
-        parts
-            .headers
-            .insert("youtube-restrict", HeaderValue::from_static(level));
+        headers.insert("youtube-restrict", HeaderValue::from_static(level));
     }
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn wants_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION).iter().any(|v| {
             v.to_str()
-                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+                .map(|s| {
+                    s.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                })
                 .unwrap_or(false)
         })
 }
@@ -1169,10 +1210,16 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_including_named_ones() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-keep", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -1181,7 +1228,10 @@ mod tests {
 
     #[test]
     fn hosts_are_checked() {
-        assert_eq!(clean_host("Example.COM.").ok().as_deref(), Some("example.com"));
+        assert_eq!(
+            clean_host("Example.COM.").ok().as_deref(),
+            Some("example.com")
+        );
         assert!(clean_host("bad host").is_err());
         assert!(clean_host("[::1]").is_ok());
         assert!(clean_host("[zz]").is_err());

@@ -130,10 +130,14 @@ impl ProxyServer {
         if bound.is_empty() {
             return Err(BindError::NothingToListen);
         }
-        let addrs = [local.explicit, local.transparent_http, local.transparent_https]
-            .into_iter()
-            .flatten()
-            .collect();
+        let addrs = [
+            local.explicit,
+            local.transparent_http,
+            local.transparent_https,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         proxy.dialer.set_local(addrs);
         Ok(ProxyServer {
             proxy,
@@ -247,12 +251,13 @@ async fn accept_loop(
         });
     }
     // Shutdown: connections see the token; give them the grace period.
-    let drained = tokio::time::timeout(grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        warn!(left = conns.len(), "connections still open after the grace period: aborting");
+        warn!(
+            left = conns.len(),
+            "connections still open after the grace period: aborting"
+        );
         conns.abort_all();
         while conns.join_next().await.is_some() {}
     }
@@ -268,7 +273,10 @@ fn original_dst(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
     }
     .ok()?
     .as_socket()?;
-    let dst = SocketAddr::new(schoolgate_classifier::policy::canonical_ip(dst.ip()), dst.port());
+    let dst = SocketAddr::new(
+        schoolgate_classifier::policy::canonical_ip(dst.ip()),
+        dst.port(),
+    );
     let local = SocketAddr::new(
         schoolgate_classifier::policy::canonical_ip(local.ip()),
         local.port(),
@@ -420,7 +428,11 @@ async fn refuse_head(proxy: &Arc<Proxy>, conn: &ConnInfo, stream: &mut TcpStream
         .map(|c| c.to_bytes())
         .unwrap_or_default();
     bytes.extend_from_slice(
-        format!("content-length: {}\r\nconnection: close\r\n\r\n", page.len()).as_bytes(),
+        format!(
+            "content-length: {}\r\nconnection: close\r\n\r\n",
+            page.len()
+        )
+        .as_bytes(),
     );
     bytes.extend_from_slice(&page);
     let _ = tokio::time::timeout(head::ERROR_WRITE_TIMEOUT, async {

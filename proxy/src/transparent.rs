@@ -70,7 +70,12 @@ pub(crate) async fn serve_tls(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, mut client
     ctx.event.role = view.policy.role(client_info.role).name.to_string();
     if !client_info.known {
         Counters::inc(&proxy.stats.unknown_clients);
-        fail(&proxy, ctx, ProxyError::UnknownClient(conn.peer.ip()), first.len());
+        fail(
+            &proxy,
+            ctx,
+            ProxyError::UnknownClient(conn.peer.ip()),
+            first.len(),
+        );
         return;
     }
     let role = client_info.role;

@@ -143,7 +143,12 @@ impl Dialer {
                     let _ = s.set_nodelay(true);
                     return Ok(s);
                 }
-                Ok(Err(source)) => last = Some(ConnectError::Refused { addr: *addr, source }),
+                Ok(Err(source)) => {
+                    last = Some(ConnectError::Refused {
+                        addr: *addr,
+                        source,
+                    })
+                }
                 Err(_) => last = Some(ConnectError::Timeout { addr: *addr }),
             }
         }

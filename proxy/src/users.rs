@@ -21,9 +21,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use serde::Deserialize;
 
 /// Why the users file could not be used.
@@ -91,7 +91,9 @@ impl Users {
         let mut by_name = HashMap::with_capacity(file.user.len());
         for (i, u) in file.user.into_iter().enumerate() {
             if u.name.is_empty() || u.name.contains(':') {
-                return Err(err(format!("user[{i}]: name must be non-empty without `:`")));
+                return Err(err(format!(
+                    "user[{i}]: name must be non-empty without `:`"
+                )));
             }
             if PasswordHash::new(&u.hash).is_err() {
                 return Err(err(format!(
