@@ -1,0 +1,416 @@
+//! [`DnsFilter`]: one query from packet to answer, through the chain.
+//!
+//! ```text
+//! packet -> parse -> client known? -> rate limit -> classifier -> policy handler
+//!             |          | no            | over       (verdict)    | blocked: block answer
+//!   FORMERR / silence  REFUSED         dropped                     | canary: NXDOMAIN
+//!                                                                  v
+//!                                        forwarder: cache hit -> answer
+//!                                                   miss -> upstream (async) -> answer
+//! ```
+//!
+//! Everything up to a cache hit runs synchronously in the socket loop, writing
+//! into the loop's reused buffer ([`DnsFilter::answer_now`]); only a query that
+//! must go upstream becomes a [`Deferred`] and a task of its own
+//! ([`DnsFilter::answer_later`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use schoolgate_classifier::{Action, CategorySet, Request, Rule, SharedPolicy, Verdict};
+use schoolgate_events::EventSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{Cache, CacheKey, Hit, KeyKind};
+use crate::clients::ClientTable;
+use crate::forward::Forwarder;
+use crate::handler::{self, BlockSettings, Flow};
+use crate::record::{Outcome, Recorder};
+use crate::stats::{Counters, DnsStats, inc};
+use crate::tunnel;
+use crate::upstream::{Ask, Upstreams};
+use crate::wire::{self, Malformed, QueryName, Question};
+
+/// How a query arrived: decides truncation and what an over-limit client gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the socket loop does after [`DnsFilter::answer_now`].
+#[derive(Debug)]
+pub enum Step {
+    /// Send the buffer.
+    Reply,
+    /// Send nothing.
+    Silent,
+    /// The query goes upstream: hand it to [`DnsFilter::answer_later`] in a task.
+    Deferred(Box<Deferred>),
+}
+
+/// A query waiting for upstream, with everything needed to answer and record it.
+#[derive(Debug)]
+pub struct Deferred {
+    packet: Vec<u8>,
+    q: Question,
+    ip: IpAddr,
+    transport: Transport,
+    started: Instant,
+    verdict: Verdict,
+    school: Arc<str>,
+    device: Option<Arc<str>>,
+    tunnel: bool,
+    key: CacheKey,
+    rewrite: Option<Box<QueryName>>,
+    stale: Option<Hit>,
+}
+
+/// The DNS filter: policy, cache, upstreams, counters. Shared by every socket
+/// loop of a [`crate::DnsServer`].
+#[derive(Debug)]
+pub struct DnsFilter {
+    policy: SharedPolicy,
+    block: BlockSettings,
+    forwarder: Forwarder,
+    clients: ClientTable,
+    recorder: Recorder,
+    counters: Counters,
+    /// Stops the upstream receiver tasks when the filter goes away.
+    shutdown: CancellationToken,
+}
+
+impl Drop for DnsFilter {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl DnsFilter {
+    /// A filter for the policy's `[dns]` section (read once, here: upstreams,
+    /// block answer, cache size, rate limit, sampling) and `policy.node`. The
+    /// policy itself is loaded afresh for every query, so a reload applies to
+    /// the next query. Upstream sockets are opened on first use.
+    pub fn new(policy: SharedPolicy, events: EventSender) -> Arc<DnsFilter> {
+        let snapshot = policy.load();
+        let config = snapshot.config();
+        let dns = &config.dns;
+        let shutdown = CancellationToken::new();
+        let upstreams = Upstreams::new(
+            &dns.upstreams,
+            Duration::from_millis(dns.upstream_timeout_ms.max(1)),
+            shutdown.clone(),
+        );
+        let filter = DnsFilter {
+            block: BlockSettings::from_config(dns),
+            forwarder: Forwarder::new(
+                Cache::new(dns.cache_entries, dns.serve_stale_secs),
+                upstreams,
+            ),
+            clients: ClientTable::new(dns.rate_limit_qps),
+            recorder: Recorder::new(events, &config.policy.node, dns.allowed_sample),
+            counters: Counters::default(),
+            shutdown,
+            policy: Arc::clone(&policy),
+        };
+        drop(snapshot);
+        Arc::new(filter)
+    }
+
+    /// The counters since start, for the dashboard's health page.
+    pub fn stats(&self) -> DnsStats {
+        self.counters.snapshot(self.forwarder.cache.len())
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Answers one packet completely (waiting for upstream if need be): for
+    /// embedding and tests; the servers use [`DnsFilter::answer_now`] and
+    /// [`DnsFilter::answer_later`].
+    pub async fn answer(
+        &self,
+        packet: &[u8],
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(512);
+        match self.answer_now(packet, client, transport, &mut out) {
+            Step::Reply => Some(out),
+            Step::Silent => None,
+            Step::Deferred(d) => {
+                self.answer_later(*d, &mut out).await;
+                Some(out)
+            }
+        }
+    }
+
+    /// Everything that can be answered without waiting: errors, refusals, the
+    /// policy handler's answers and cache hits. Writes the answer into `out`.
+    pub fn answer_now(
+        &self,
+        packet: &[u8],
+        ip: IpAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> Step {
+        let started = Instant::now();
+        let q = match wire::parse_query(packet) {
+            Ok(q) => q,
+            Err(m) => {
+                inc(&self.counters.malformed);
+                return malformed_answer(out, packet, m);
+            }
+        };
+        inc(&self.counters.queries);
+        inc(match transport {
+            Transport::Udp => &self.counters.udp,
+            Transport::Tcp => &self.counters.tcp,
+        });
+        let policy = self.policy.load();
+        let client = policy.client(ip, None);
+        if !client.known || !answerable(&q) {
+            // Never an open resolver: only the school's networks get answers.
+            inc(&self.counters.refused);
+            refuse(out, packet, &q);
+            return Step::Reply;
+        }
+        let now_ms = self.forwarder.now_ms();
+        if !self.clients.admit(ip, now_ms) {
+            inc(&self.counters.rate_limited);
+            return match transport {
+                // Over UDP, silence: an answer is what a flood (or a reflection
+                // attack with a spoofed source) wants.
+                Transport::Udp => Step::Silent,
+                Transport::Tcp => {
+                    refuse(out, packet, &q);
+                    Step::Reply
+                }
+            };
+        }
+        let verdict = if q.name.is_root() {
+            root_verdict(&policy, client.role)
+        } else {
+            policy.decide(&Request::host(client.role, q.name.text(), Timestamp::now()))
+        };
+        let flow = handler::flow(&policy, client.role, &q.name, &verdict);
+        drop(policy);
+        let outcome = |rcode: u8, cached: bool, canary: bool, tunnel: bool| Outcome {
+            q: &q,
+            ip,
+            school: &client.school,
+            device: client.device.as_deref(),
+            verdict: &verdict,
+            rcode: u16::from(rcode),
+            cached,
+            started,
+            tunnel,
+            canary,
+        };
+        let (key, rewrite) = match flow {
+            Flow::Block { canary } => {
+                inc(&self.counters.blocked);
+                let rcode = handler::write_block(out, packet, &q, &self.block, &verdict, canary);
+                self.recorder
+                    .record(&outcome(rcode, false, canary, false), &self.counters);
+                return Step::Reply;
+            }
+            Flow::Rewrite(target) => (
+                CacheKey::new(KeyKind::SafeSearch, &q, Some(target.wire())),
+                Some(target),
+            ),
+            Flow::Forward => (CacheKey::new(KeyKind::Upstream, &q, None), None),
+        };
+        let hit = self.forwarder.cached(&key);
+        let tunnel = hit.as_ref().is_none_or(|h| h.stale)
+            && tunnel::looks_like_tunnel(&q.name)
+            && self.clients.note_suspicious(ip, now_ms);
+        if tunnel {
+            inc(&self.counters.tunnel_suspects);
+        }
+        self.count_verdict(&verdict, tunnel, rewrite.is_some());
+        match hit {
+            Some(hit) if !hit.stale || self.forwarder.upstreams_down() => {
+                if hit.stale {
+                    inc(&self.counters.stale);
+                } else {
+                    inc(&self.counters.cached);
+                }
+                let rcode = self.write_answer(out, packet, &q, &hit, transport);
+                self.recorder
+                    .record(&outcome(rcode, true, false, tunnel), &self.counters);
+                Step::Reply
+            }
+            stale => Step::Deferred(Box::new(Deferred {
+                packet: packet.to_vec(),
+                ip,
+                transport,
+                started,
+                school: Arc::clone(&client.school),
+                device: client.device.clone(),
+                tunnel,
+                key,
+                rewrite,
+                stale,
+                verdict,
+                q,
+            })),
+        }
+    }
+
+    fn count_verdict(&self, verdict: &Verdict, tunnel: bool, rewrite: bool) {
+        if tunnel || verdict.action == Action::Flag || verdict.severity.is_some() {
+            inc(&self.counters.flagged);
+        }
+        if rewrite {
+            inc(&self.counters.rewritten);
+        }
+    }
+
+    /// Resolves a deferred query upstream and writes its answer into `out`:
+    /// the upstream answer, else a stale one, else SERVFAIL.
+    pub async fn answer_later(&self, d: Deferred, out: &mut Vec<u8>) {
+        let ask = Ask {
+            name_wire: d.q.name.wire(),
+            qtype: d.q.qtype,
+            qclass: d.q.qclass,
+            dnssec_ok: d.q.dnssec_ok(),
+            cd: d.q.cd,
+        };
+        let result = match &d.rewrite {
+            Some(target) => {
+                self.forwarder
+                    .resolve_rewrite(&d.key, ask, target.wire(), &self.counters)
+                    .await
+            }
+            None => self.forwarder.resolve(&d.key, ask, &self.counters).await,
+        };
+        let (rcode, cached) = match (result, &d.stale) {
+            (Ok(answer), _) => {
+                let hit = Hit {
+                    answer,
+                    age_secs: 0,
+                    stale: false,
+                };
+                (
+                    self.write_answer(out, &d.packet, &d.q, &hit, d.transport),
+                    false,
+                )
+            }
+            (Err(_), Some(stale)) => {
+                inc(&self.counters.stale);
+                (
+                    self.write_answer(out, &d.packet, &d.q, stale, d.transport),
+                    true,
+                )
+            }
+            (Err(_), None) => {
+                inc(&self.counters.servfail);
+                wire::begin_answer(out, &d.packet, &d.q, wire::RCODE_SERVFAIL);
+                if let Some(e) = d.q.edns {
+                    let text = "schoolgate: no upstream resolver answered";
+                    wire::push_opt(
+                        out,
+                        e.dnssec_ok,
+                        0,
+                        Some((wire::EDE_NO_REACHABLE_AUTHORITY, text)),
+                    );
+                }
+                (wire::RCODE_SERVFAIL, false)
+            }
+        };
+        let outcome = Outcome {
+            q: &d.q,
+            ip: d.ip,
+            school: &d.school,
+            device: d.device.as_deref(),
+            verdict: &d.verdict,
+            rcode: u16::from(rcode),
+            cached,
+            started: d.started,
+            tunnel: d.tunnel,
+            canary: false,
+        };
+        self.recorder.record(&outcome, &self.counters);
+    }
+
+    /// Writes a cached (or just resolved) answer for `q`, with our OPT record,
+    /// truncated when it is too big for the client's UDP payload.
+    fn write_answer(
+        &self,
+        out: &mut Vec<u8>,
+        packet: &[u8],
+        q: &Question,
+        hit: &Hit,
+        transport: Transport,
+    ) -> u8 {
+        hit.answer
+            .write_for(out, packet, q, hit.age_secs, hit.stale);
+        let ede = hit.stale.then_some((wire::EDE_STALE_ANSWER, ""));
+        if let Some(e) = q.edns {
+            wire::push_opt(out, e.dnssec_ok, 0, ede);
+        }
+        if transport == Transport::Udp && out.len() > q.udp_limit() {
+            wire::truncate_answer(out, q.question_end);
+            if let Some(e) = q.edns {
+                wire::push_opt(out, e.dnssec_ok, 0, None);
+            }
+        }
+        hit.answer.rcode()
+    }
+}
+
+/// Classes and types a forwarding filter does not serve: CHAOS (`version.bind`
+/// would describe the upstream) and zone transfers.
+fn answerable(q: &Question) -> bool {
+    q.qclass == wire::CLASS_IN
+        && !matches!(
+            q.qtype,
+            wire::TYPE_AXFR | wire::TYPE_IXFR | wire::TYPE_MAILA | wire::TYPE_MAILB
+        )
+}
+
+fn refuse(out: &mut Vec<u8>, packet: &[u8], q: &Question) {
+    wire::begin_answer(out, packet, q, wire::RCODE_REFUSED);
+    if let Some(e) = q.edns {
+        wire::push_opt(out, e.dnssec_ok, 0, Some((wire::EDE_PROHIBITED, "")));
+    }
+}
+
+fn malformed_answer(out: &mut Vec<u8>, packet: &[u8], m: Malformed) -> Step {
+    match m {
+        Malformed::Silent => Step::Silent,
+        Malformed::Reply { rcode } => {
+            // Echo no question: the packet's question is what did not parse (or
+            // there was not exactly one).
+            wire::error_answer(out, packet, rcode, None);
+            Step::Reply
+        }
+        Malformed::BadVersion => {
+            wire::error_answer(out, packet, 0, None);
+            // BADVERS (16) = extended rcode 1 in the OPT record, 0 in the header.
+            wire::push_opt(out, false, (wire::RCODE_BADVERS >> 4) as u8, None);
+            Step::Reply
+        }
+    }
+}
+
+/// The root name (`. NS` priming, `dig .`) is nothing to classify.
+fn root_verdict(
+    policy: &schoolgate_classifier::Policy,
+    role: schoolgate_classifier::RoleId,
+) -> Verdict {
+    Verdict {
+        action: Action::Allow,
+        categories: CategorySet::EMPTY,
+        severity: None,
+        rule: Rule::Default,
+        category: None,
+        role: Arc::clone(&policy.role(role).name),
+        rewrite: None,
+        search_terms: None,
+    }
+}

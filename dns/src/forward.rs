@@ -1,0 +1,160 @@
+//! The forwarder: the last handler of the chain. Answers from the cache, or asks
+//! upstream (one upstream query however many clients ask the same thing at once)
+//! and caches what comes back; builds and caches SafeSearch answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::OnceCell;
+
+use crate::cache::{Answer, Cache, CacheKey, Hit, KeyKind};
+use crate::stats::{Counters, inc};
+use crate::upstream::{Ask, Attempts, UpstreamError, Upstreams};
+use crate::wire;
+
+/// The TTL of a SafeSearch CNAME when the enforced host has no records of the
+/// asked type to time it by.
+const REWRITE_NODATA_TTL: u32 = 300;
+
+type Flight = Arc<OnceCell<Result<Arc<Answer>, UpstreamError>>>;
+
+/// Cache, upstreams and the queries in flight.
+#[derive(Debug)]
+pub struct Forwarder {
+    pub cache: Cache,
+    upstreams: Upstreams,
+    /// Questions on their way upstream, so a burst of the same question (500
+    /// laptops opening the same page at the start of a lesson) costs one query.
+    inflight: Mutex<HashMap<Box<[u8]>, Flight, foldhash::fast::RandomState>>,
+    epoch: Instant,
+}
+
+impl Forwarder {
+    pub fn new(cache: Cache, upstreams: Upstreams) -> Forwarder {
+        Forwarder {
+            cache,
+            upstreams,
+            inflight: Mutex::new(HashMap::default()),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since start: the cache's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn cached(&self, key: &CacheKey) -> Option<Hit> {
+        self.cache.get(key, self.now_ms())
+    }
+
+    /// Whether every upstream is marked down (stale answers are then served at
+    /// once instead of after a failed attempt).
+    pub fn upstreams_down(&self) -> bool {
+        self.upstreams.all_down()
+    }
+
+    /// The answer for `ask` from upstream, coalesced with identical questions in
+    /// flight, and cached.
+    pub async fn resolve(
+        &self,
+        key: &CacheKey,
+        ask: Ask<'_>,
+        counters: &Counters,
+    ) -> Result<Arc<Answer>, UpstreamError> {
+        let flight = {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(key.as_bytes().into()).or_default())
+        };
+        let result = flight
+            .get_or_init(|| async {
+                inc(&counters.forwarded);
+                let mut attempts = Attempts::default();
+                let result = self.upstreams.query(ask, &mut attempts).await;
+                counters.upstream_errors.fetch_add(
+                    u64::from(attempts.errors),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                counters.upstream_timeouts.fetch_add(
+                    u64::from(attempts.timeouts),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                if attempts.tcp {
+                    inc(&counters.tcp_fallbacks);
+                }
+                let msg = result?;
+                let scanned = wire::scan_response(&msg).ok_or(UpstreamError::BadAnswer)?;
+                let (answer, ttl) = Answer::from_upstream(&msg, &scanned);
+                let answer = Arc::new(answer);
+                if let Some(ttl) = ttl {
+                    self.cache
+                        .insert(key, Arc::clone(&answer), ttl, self.now_ms());
+                }
+                Ok(answer)
+            })
+            .await
+            .clone();
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(key.as_bytes())
+            .is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            map.remove(key.as_bytes());
+        }
+        result
+    }
+
+    /// The SafeSearch answer for the question: `name CNAME target` followed by
+    /// the target's own records of the asked type (resolved upstream, the way
+    /// the providers document it), cached under `key`.
+    pub async fn resolve_rewrite(
+        &self,
+        key: &CacheKey,
+        ask: Ask<'_>,
+        target_wire: &[u8],
+        counters: &Counters,
+    ) -> Result<Arc<Answer>, UpstreamError> {
+        let target_ask = Ask {
+            name_wire: target_wire,
+            ..ask
+        };
+        let target_key = CacheKey::from_parts(
+            KeyKind::Upstream,
+            target_wire,
+            ask.qtype,
+            ask.qclass,
+            ask.dnssec_ok,
+            ask.cd,
+            None,
+        );
+        let (target, age) = match self.cached(&target_key) {
+            Some(hit) if !hit.stale => (hit.answer, hit.age_secs),
+            _ => (self.resolve(&target_key, target_ask, counters).await?, 0),
+        };
+        let ttl = target
+            .min_ttl()
+            .map_or(REWRITE_NODATA_TTL, |t| t.saturating_sub(age).max(1));
+        let mut msg = Vec::with_capacity(target.wire().len() + 64);
+        msg.extend_from_slice(&[0, 0, 0x81, 0x80 | target.rcode(), 0, 1, 0, 0, 0, 0, 0, 0]);
+        msg.extend_from_slice(ask.name_wire);
+        msg.extend_from_slice(&ask.qtype.to_be_bytes());
+        msg.extend_from_slice(&ask.qclass.to_be_bytes());
+        let question_end = msg.len();
+        // `push_cname` points the owner at offset 12, the question's name.
+        wire::push_cname(&mut msg, ttl, target_wire);
+        let target_question_end = target.question_end();
+        if target.answer_count() > 0 {
+            wire::copy_answers_expanded(target.wire(), target_question_end, ttl, &mut msg)
+                .ok_or(UpstreamError::BadAnswer)?;
+        }
+        let (answer, cache_ttl) = Answer::synthesized(msg).ok_or(UpstreamError::BadAnswer)?;
+        debug_assert_eq!(answer.question_end(), question_end);
+        let answer = Arc::new(answer);
+        if let Some(t) = cache_ttl {
+            self.cache
+                .insert(key, Arc::clone(&answer), t, self.now_ms());
+        }
+        Ok(answer)
+    }
+}

@@ -1,0 +1,586 @@
+//! Shared test helpers: the local upstream, the school's policy, a running
+//! filter with the real event pipeline, `dig` and a raw UDP client.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use schoolgate_classifier::{Category, Config, PolicyBuilder, SharedPolicy};
+use schoolgate_dns::{DnsFilter, DnsServer};
+use schoolgate_events::{
+    AccessEvent, EventSender, EventStore, Pipeline, PipelineHandle, Purpose, SqliteStore, Subject,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+pub const PUPIL: &str = "127.0.0.2";
+pub const STAFF: &str = "127.0.0.3";
+pub const GUEST: &str = "127.0.0.4";
+/// In no network: must be refused.
+pub const STRANGER: &str = "127.0.0.5";
+pub const BLOCK_V4: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+pub const BLOCK_V6: &str = "fd00::99";
+
+/// How many A records `big.school.test` has: too many for a 1232-byte UDP answer.
+pub const BIG_RRSET: u8 = 120;
+
+// ---------------------------------------------------------------------------
+// The local upstream: a small authoritative server for the test zone.
+// ---------------------------------------------------------------------------
+
+/// An authoritative responder on 127.0.0.1 (UDP and TCP, same port) that knows
+/// the test names, answers NXDOMAIN with an SOA for the rest, truncates over UDP
+/// what does not fit, and can go silent.
+#[derive(Debug)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    silent: Arc<AtomicBool>,
+    udp_queries: Arc<AtomicU64>,
+    tcp_queries: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+type Zone = HashMap<(String, RecordType), Vec<Record>>;
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).expect("test name")
+}
+
+fn zone() -> Zone {
+    let mut z: Zone = HashMap::new();
+    let mut add = |owner: &str, ttl: u32, data: RData| {
+        let rtype = data.record_type();
+        z.entry((owner.to_owned(), rtype))
+            .or_default()
+            .push(Record::from_rdata(name(owner), ttl, data));
+    };
+    let a = |a, b, c, d| RData::A(A(Ipv4Addr::new(a, b, c, d)));
+    let aaaa = |s: &str| RData::AAAA(AAAA(s.parse::<Ipv6Addr>().expect("v6")));
+    add("www.school.test.", 3600, a(192, 0, 2, 10));
+    add("www.school.test.", 3600, aaaa("2001:db8::10"));
+    add(
+        "www.school.test.",
+        3600,
+        RData::TXT(TXT::new(vec!["v=school".into()])),
+    );
+    add("short.school.test.", 1, a(192, 0, 2, 11));
+    add("bet365.com.", 300, a(192, 0, 2, 66));
+    add(
+        "bet365.com.",
+        300,
+        RData::TXT(TXT::new(vec!["real record".into()])),
+    );
+    add("facebook.com.", 300, a(192, 0, 2, 77));
+    add("dns.google.", 300, a(8, 8, 8, 8));
+    add("use-application-dns.net.", 300, a(192, 0, 2, 53));
+    add("mask.icloud.com.", 300, a(192, 0, 2, 54));
+    add("www.google.com.", 300, a(142, 250, 0, 1));
+    add("forcesafesearch.google.com.", 300, a(216, 239, 38, 120));
+    add(
+        "forcesafesearch.google.com.",
+        300,
+        aaaa("2001:4860:4802:32::78"),
+    );
+    add("www.bing.com.", 300, a(13, 107, 21, 200));
+    add("strict.bing.com.", 300, a(204, 79, 197, 220));
+    add("www.youtube.com.", 300, a(142, 250, 0, 2));
+    add("restrict.youtube.com.", 300, a(216, 239, 38, 120));
+    add("restrictmoderate.youtube.com.", 300, a(216, 239, 38, 119));
+    for i in 0..BIG_RRSET {
+        add("big.school.test.", 300, a(198, 51, 100, i));
+    }
+    add(
+        "bigtxt.school.test.",
+        300,
+        RData::TXT(TXT::new(
+            (0..12)
+                .map(|i| format!("{i:02}{}", "x".repeat(200)))
+                .collect(),
+        )),
+    );
+    z
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let udp = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream udp");
+        let addr = udp.local_addr().expect("addr");
+        let tcp = TcpListener::bind(addr).await.expect("bind upstream tcp");
+        let up = Upstream {
+            addr,
+            silent: Arc::new(AtomicBool::new(false)),
+            udp_queries: Arc::new(AtomicU64::new(0)),
+            tcp_queries: Arc::new(AtomicU64::new(0)),
+            stop: CancellationToken::new(),
+        };
+        let zone = Arc::new(zone());
+        let (z, silent, count, stop) = (
+            Arc::clone(&zone),
+            Arc::clone(&up.silent),
+            Arc::clone(&up.udp_queries),
+            up.stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = udp.recv_from(&mut buf) => match r { Ok(r) => r, Err(_) => continue },
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                if silent.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Some(answer) = respond(&z, &buf[..n], false) {
+                    let _ = udp.send_to(&answer, peer).await;
+                }
+            }
+        });
+        let (silent, count, stop) = (
+            Arc::clone(&up.silent),
+            Arc::clone(&up.tcp_queries),
+            up.stop.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = tcp.accept() => match r { Ok(r) => r, Err(_) => continue },
+                };
+                let (zone, silent, count) =
+                    (Arc::clone(&zone), Arc::clone(&silent), Arc::clone(&count));
+                tokio::spawn(async move {
+                    let mut len = [0u8; 2];
+                    while stream.read_exact(&mut len).await.is_ok() {
+                        let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                        if stream.read_exact(&mut q).await.is_err() {
+                            return;
+                        }
+                        count.fetch_add(1, Ordering::Relaxed);
+                        if silent.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        if let Some(answer) = respond(&zone, &q, true) {
+                            let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+                            framed.extend_from_slice(&answer);
+                            if stream.write_all(&framed).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        up
+    }
+
+    /// Stops answering (queries are still counted).
+    pub fn go_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::Relaxed);
+    }
+
+    pub fn udp_queries(&self) -> u64 {
+        self.udp_queries.load(Ordering::Relaxed)
+    }
+
+    pub fn tcp_queries(&self) -> u64 {
+        self.tcp_queries.load(Ordering::Relaxed)
+    }
+}
+
+fn respond(zone: &Zone, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let query = Message::from_vec(packet).ok()?;
+    let q = query.queries.first()?.clone();
+    let mut m = Message::response(query.metadata.id, OpCode::Query);
+    m.metadata.message_type = MessageType::Response;
+    m.metadata.authoritative = true;
+    m.metadata.recursion_desired = query.metadata.recursion_desired;
+    m.add_query(q.clone());
+    let owner = q.name().to_ascii().to_ascii_lowercase();
+    let known = zone.keys().any(|(n, _)| *n == owner);
+    match zone.get(&(owner.clone(), q.query_type())) {
+        Some(records) => {
+            m.add_answers(records.iter().cloned());
+        }
+        None => {
+            if !known {
+                m.metadata.response_code = ResponseCode::NXDomain;
+            }
+            let soa = SOA::new(
+                name("ns.test."),
+                name("hostmaster.test."),
+                1,
+                3600,
+                600,
+                86400,
+                120,
+            );
+            m.add_authority(Record::from_rdata(name("test."), 3600, RData::SOA(soa)));
+        }
+    }
+    let limit = match &query.edns {
+        Some(e) => usize::from(e.max_payload().max(512)),
+        None => 512,
+    };
+    if let Some(e) = &query.edns {
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(1232);
+        edns.set_dnssec_ok(e.flags().dnssec_ok);
+        m.set_edns(edns);
+    }
+    let wire = m.to_vec().ok()?;
+    if !tcp && wire.len() > limit {
+        let mut t = Message::response(query.metadata.id, OpCode::Query);
+        t.metadata.authoritative = true;
+        t.metadata.truncation = true;
+        t.metadata.recursion_desired = query.metadata.recursion_desired;
+        t.add_query(q);
+        return t.to_vec().ok();
+    }
+    Some(wire)
+}
+
+// ---------------------------------------------------------------------------
+// The school: policy, filter, server, event pipeline.
+// ---------------------------------------------------------------------------
+
+/// Knobs for one test's filter.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub block_answer: &'static str,
+    pub rate_limit_qps: u32,
+    pub allowed_sample: u32,
+    pub upstream_timeout_ms: u64,
+    /// Extra upstreams tried first (e.g. a dead one, for failover).
+    pub upstreams_before: Vec<SocketAddr>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            block_answer: "block-page",
+            rate_limit_qps: 1000,
+            allowed_sample: 1,
+            upstream_timeout_ms: 600,
+            upstreams_before: Vec::new(),
+        }
+    }
+}
+
+pub fn school_toml(dir: &Path, upstreams: &[SocketAddr], s: &Setup) -> String {
+    let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    let d = dir.display();
+    format!(
+        r#"
+[policy]
+default_role = "guest"
+node = "test-node"
+
+[[schools]]
+id = "hillside"
+name = "Hillside Primary"
+
+[roles.pupil]
+block = ["pornography", "gambling", "proxy", "vpn", "doh", "social-networking", "malware"]
+flag = {{ self-harm = "high" }}
+safesearch = "strict"
+youtube = "strict"
+
+[roles.staff]
+block = ["pornography", "malware"]
+
+[roles.guest]
+extends = "pupil"
+youtube = "moderate"
+
+[[networks]]
+cidr = "{PUPIL}/32"
+role = "pupil"
+school = "hillside"
+name = "pupil wifi"
+
+[[networks]]
+cidr = "{STAFF}/32"
+role = "staff"
+school = "hillside"
+
+[[networks]]
+cidr = "{GUEST}/32"
+role = "guest"
+school = "hillside"
+
+[dns]
+upstreams = [{ups}]
+block_answer = "{block}"
+block_page_ipv4 = "{BLOCK_V4}"
+block_page_ipv6 = "{BLOCK_V6}"
+block_ttl = 60
+rate_limit_qps = {rate}
+allowed_sample = {sample}
+upstream_timeout_ms = {timeout}
+serve_stale_secs = 300
+
+[store]
+path = "{d}/events.sqlite"
+spool_dir = "{d}/spool"
+dead_letter = "{d}/dead-letter.jsonl"
+batch_timeout_ms = 20
+
+[store.retention]
+pseudonymise_guests = false
+"#,
+        ups = ups.join(", "),
+        block = s.block_answer,
+        rate = s.rate_limit_qps,
+        sample = s.allowed_sample,
+        timeout = s.upstream_timeout_ms,
+    )
+}
+
+/// The list entries every test school has.
+pub const LISTS: &[(&str, Category, &str)] = &[
+    ("test/gambling", Category::Gambling, "bet365.com"),
+    ("test/social", Category::SocialNetworking, "facebook.com"),
+    ("test/doh", Category::Doh, "dns.google"),
+    ("test/malware", Category::Malware, "malware.test"),
+    ("iwf", Category::Illegal, "illegal.test"),
+];
+
+pub fn policy(toml: &str) -> SharedPolicy {
+    let config = Config::parse("test.toml", toml).unwrap_or_else(|e| panic!("{e}"));
+    let mut b = PolicyBuilder::new(config);
+    for (list, category, entry) in LISTS {
+        let id = b.list(list).expect("list");
+        b.add_domain(id, *category, entry);
+    }
+    schoolgate_classifier::shared(b.build().expect("policy"))
+}
+
+/// A running filter: upstream, server on 127.0.0.1:0, pipeline into SQLite.
+#[derive(Debug)]
+pub struct School {
+    pub upstream: Upstream,
+    pub filter: Arc<DnsFilter>,
+    pub addr: SocketAddr,
+    pub store: Arc<SqliteStore>,
+    pub events: EventSender,
+    shutdown: CancellationToken,
+    pipeline: Option<PipelineHandle>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl School {
+    pub async fn start() -> School {
+        School::start_with(Setup::default()).await
+    }
+
+    pub async fn start_with(setup: Setup) -> School {
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ups = setup.upstreams_before.clone();
+        ups.push(upstream.addr);
+        let policy = policy(&school_toml(dir.path(), &ups, &setup));
+        let store_cfg = policy.load().config().store.clone();
+        let store = Arc::new(
+            SqliteStore::open(&store_cfg.path, store_cfg.retention.clone()).expect("store"),
+        );
+        let shutdown = CancellationToken::new();
+        let (events, pipeline) = Pipeline::start(
+            &store_cfg,
+            Arc::clone(&store) as Arc<dyn EventStore>,
+            shutdown.clone(),
+        )
+        .expect("pipeline");
+        let filter = DnsFilter::new(Arc::clone(&policy), events.clone());
+        let server = DnsServer::bind(Arc::clone(&filter), &["127.0.0.1:0".parse().expect("addr")])
+            .expect("bind");
+        let addr = server.local_addrs()[0];
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            server.run(token).await.expect("server runs");
+        });
+        School {
+            upstream,
+            filter,
+            addr,
+            store,
+            events,
+            shutdown,
+            pipeline: Some(pipeline),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server and drains the pipeline, so every event is stored.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        if let Some(p) = self.pipeline.take() {
+            p.join().await;
+        }
+    }
+
+    /// Every stored event of one client, oldest first (stops the school first).
+    pub async fn events_of(&mut self, client: &str) -> Vec<AccessEvent> {
+        self.stop().await;
+        let ip: IpAddr = client.parse().expect("ip");
+        let purpose = Purpose::new("test", "checking the DNS filter's events");
+        self.store
+            .timeline(&Subject::Client(ip), jiff::Timestamp::now(), 60, &purpose)
+            .await
+            .expect("timeline")
+    }
+
+    pub async fn dig(&self, from: &str, args: &[&str]) -> Dig {
+        dig(self.addr, from, args).await
+    }
+}
+
+impl Drop for School {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Clients.
+// ---------------------------------------------------------------------------
+
+/// What `dig` printed, picked apart.
+#[derive(Clone, Debug)]
+pub struct Dig {
+    pub output: String,
+    pub status: String,
+    /// Answer-section lines as `(name, ttl, type, data)`.
+    pub answers: Vec<(String, u32, String, String)>,
+}
+
+impl Dig {
+    pub fn data(&self, rtype: &str) -> Vec<String> {
+        self.answers
+            .iter()
+            .filter(|a| a.2 == rtype)
+            .map(|a| a.3.clone())
+            .collect()
+    }
+
+    /// The `; EDE: ...` line, if any.
+    pub fn ede(&self) -> Option<String> {
+        self.output
+            .lines()
+            .find(|l| l.starts_with("; EDE:"))
+            .map(str::to_owned)
+    }
+}
+
+/// Runs Debian's `dig` from `from` against the filter (on a blocking thread, so
+/// the server keeps running).
+pub async fn dig(server: SocketAddr, from: &str, args: &[&str]) -> Dig {
+    let port = server.port().to_string();
+    let at = format!("@{}", server.ip());
+    let mut cmd = std::process::Command::new("dig");
+    cmd.args(["-b", from, &at, "-p", &port, "+time=4", "+tries=1"]);
+    cmd.args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("dig thread")
+        .expect("dig runs (apt-get install -y bind9-dnsutils)");
+    let output = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = output
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .map(|s| s.split(',').next().unwrap_or("").to_owned())
+        .unwrap_or_else(|| format!("NO ANSWER: {output}"));
+    let mut answers = Vec::new();
+    let mut in_answer = false;
+    for line in output.lines() {
+        if line.starts_with(";; ANSWER SECTION:") {
+            in_answer = true;
+            continue;
+        }
+        if in_answer {
+            if line.trim().is_empty() || line.starts_with(";;") {
+                in_answer = false;
+                continue;
+            }
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 5 {
+                answers.push((
+                    f[0].to_owned(),
+                    f[1].parse().unwrap_or(0),
+                    f[3].to_owned(),
+                    f[4..].join(" "),
+                ));
+            }
+        }
+    }
+    Dig {
+        output,
+        status,
+        answers,
+    }
+}
+
+/// Sends raw bytes over UDP from `from` and returns what came back (if anything
+/// within `wait`).
+pub async fn raw_udp(
+    server: SocketAddr,
+    from: &str,
+    packet: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind(format!("{from}:0"))
+        .await
+        .expect("bind client");
+    sock.send_to(packet, server).await.expect("send");
+    let mut buf = vec![0u8; 65_535];
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+/// A query message as a real client would send it.
+pub fn query(id: u16, name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    if edns {
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(1232);
+        m.set_edns(e);
+    }
+    m.to_vec().expect("encode")
+}
+
+/// Polls until `f` holds (the pipeline and the server work concurrently);
+/// panics with `what` after a generous bound.
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
