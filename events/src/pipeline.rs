@@ -1,16 +1,24 @@
 //! The pipeline: from `send(event)` on the hot path to a confirmed insert.
 //!
 //! ```text
-//! EventSender::send --try_send--> bounded queue --> batcher --insert--> EventStore
-//!        | full / closed                              | store down, or a
-//!        v                                            v transient failure
-//!      spool (disk) <-------------------------------- spool
+//! EventSender::send --(journal)--try_send--> bounded queue --> batcher --insert--> EventStore
+//!        | full / closed                                         | store down, or a
+//!        v                                                       v transient failure
+//!      spool (disk) <------------------------------------------- spool
 //!        \------ replayed when the store answers, acknowledged only after it confirmed
 //! ```
 //!
 //! - `send` never waits on the store: `try_send` into the bounded queue, and when
 //!   that is full the event is appended to the disk spool right there (a short
 //!   synchronous write under the spool's mutex, on the overflow path only).
+//! - The journal (on by default, [`PipelineTuning::journal`]): the queue lives in
+//!   memory, so a filter killed by SIGKILL or the OOM killer would lose what it
+//!   held (up to `queue_capacity` events). With the journal, `send` first appends
+//!   the event to `spool_dir/journal` (the page cache: a `write`, no `fsync`), in
+//!   queue order; the batcher acknowledges the journal once a batch is stored,
+//!   dead-lettered or spooled, and at start-up whatever the journal still holds is
+//!   moved to the spool and replayed. So an event is durable against a crash of the
+//!   process as soon as `send` returns. The cost is one small write per event.
 //! - The batcher closes a batch at `batch_size` events or `batch_timeout_ms`. A
 //!   transient failure spools the batch and backs off (jittered exponential,
 //!   capped at 30 s); while the store is down every new batch goes straight to the
@@ -26,7 +34,7 @@
 //!   spool, and fsyncs the spool. Events sent after that go to the spool.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
@@ -74,6 +82,9 @@ pub struct PipelineTuning {
     /// Where the pseudonymisation key lives; default: the directory of
     /// `[store] path`.
     pub data_dir: Option<PathBuf>,
+    /// Journal every event before it is queued (on): nothing `send` accepted is
+    /// lost if the process dies. Off trades that for one write less per event.
+    pub journal: bool,
 }
 
 impl Default for PipelineTuning {
@@ -88,6 +99,7 @@ impl Default for PipelineTuning {
             shutdown_insert_timeout: Duration::from_secs(5),
             guest_roles: vec!["guest".to_owned()],
             data_dir: None,
+            journal: true,
         }
     }
 }
@@ -127,8 +139,25 @@ pub enum Delivery {
 #[derive(Debug)]
 struct Shared {
     spool: Spool,
+    journal: Option<Journal>,
     counters: Counters,
     pseudonymiser: Option<Pseudonymiser>,
+}
+
+/// The write-ahead journal of queued events.
+#[derive(Debug)]
+struct Journal {
+    spool: Spool,
+    /// Held across the journal append and the `try_send`, so the queue's order is
+    /// the journal's and acknowledging "everything before p" is right.
+    order: Mutex<()>,
+}
+
+/// What travels through the queue: the event and where the journal holds it.
+#[derive(Debug)]
+struct Queued {
+    event: AccessEvent,
+    journal: Option<Position>,
 }
 
 impl Shared {
@@ -165,6 +194,49 @@ impl Shared {
         Ok(written)
     }
 
+    /// Events the journal still holds were in the queue when the process died (or
+    /// were sent after shutdown): move them to the spool, whose replay stores them.
+    fn recover_journal(&self, dead_letter: &DeadLetterFile) -> Result<(), SpoolError> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        let mut last = None;
+        while let Some(record) = journal.spool.read_next()? {
+            last = Some(record.end);
+            match serde_json::from_slice::<Vec<AccessEvent>>(&record.payload) {
+                Ok(mut e) => events.append(&mut e),
+                Err(e) => {
+                    let message = format!("journal record does not decode: {e}");
+                    if let Err(io) = dead_letter.write_raw(&message, &record.payload) {
+                        error!(error = %io, "dead-letter write failed");
+                    }
+                }
+            }
+        }
+        if !events.is_empty() {
+            info!(
+                events = events.len(),
+                "event journal: recovering events queued before the last stop"
+            );
+            self.spool_events(events)?;
+        }
+        if let Some(end) = last {
+            journal.spool.ack(end)?;
+        }
+        Ok(())
+    }
+
+    /// Acknowledges the journal up to `end` (the batch holding it is safe).
+    fn ack_journal(&self, end: Option<Position>) {
+        if let (Some(journal), Some(end)) = (&self.journal, end)
+            && let Err(e) = journal.spool.ack(end)
+        {
+            // Only costs a deduplicated replay at the next start.
+            warn!(error = %e, "event journal acknowledgement failed");
+        }
+    }
+
     fn refresh_gauges(&self) {
         self.counters
             .spool_bytes
@@ -175,7 +247,7 @@ impl Shared {
 /// The cheap, cloneable handle the DNS filter and the proxy send events with.
 #[derive(Clone, Debug)]
 pub struct EventSender {
-    tx: mpsc::Sender<AccessEvent>,
+    tx: mpsc::Sender<Queued>,
     shared: Arc<Shared>,
 }
 
@@ -190,15 +262,46 @@ impl EventSender {
         };
         let counters = &self.shared.counters;
         Counters::add(&counters.queue_depth, 1);
-        let event = match self.tx.try_send(event) {
+        let sent = match &self.shared.journal {
+            None => self.tx.try_send(Queued {
+                event,
+                journal: None,
+            }),
+            Some(journal) => {
+                let payload = serde_json::to_vec(std::slice::from_ref(&event));
+                // A poisoned lock only means another sender panicked mid-send; the
+                // order it protects is still whole.
+                let _order = journal.order.lock().unwrap_or_else(|p| p.into_inner());
+                let at = match payload
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| journal.spool.append(&p).map_err(|e| e.to_string()))
+                {
+                    Ok(at) => Some(at),
+                    Err(e) => {
+                        // Still queued: only crash-safety is lost for this event.
+                        warn!(error = %e, "event journal write failed");
+                        None
+                    }
+                };
+                self.tx.try_send(Queued { event, journal: at })
+            }
+        };
+        let queued = match sent {
             Ok(()) => {
                 Counters::add(&counters.queued, 1);
                 return Ok(Delivery::Queued);
             }
-            Err(TrySendError::Full(e) | TrySendError::Closed(e)) => e,
+            Err(TrySendError::Closed(q)) if q.journal.is_some() => {
+                // The pipeline has shut down; the journal has the event and the
+                // next start moves it to the spool.
+                Counters::sub(&counters.queue_depth, 1);
+                Counters::add(&counters.spooled, 1);
+                return Ok(Delivery::Spooled);
+            }
+            Err(TrySendError::Full(q) | TrySendError::Closed(q)) => q,
         };
         Counters::sub(&counters.queue_depth, 1);
-        match self.shared.spool_events(vec![event]) {
+        match self.shared.spool_events(vec![queued.event]) {
             Ok(1) => Ok(Delivery::Spooled),
             Ok(_) => Ok(Delivery::Dropped),
             Err(e) => {
@@ -276,6 +379,7 @@ impl Pipeline {
             SpoolOptions {
                 max_bytes: cfg.spool_max_mb.saturating_mul(1 << 20),
                 segment_bytes: tuning.segment_bytes.max(1),
+                sync_ledger: true,
             },
         )?;
         let pseudonymiser = if cfg.retention.pseudonymise_guests {
@@ -293,18 +397,37 @@ impl Pipeline {
         } else {
             None
         };
+        let journal = if tuning.journal {
+            Some(Journal {
+                spool: Spool::open(
+                    cfg.spool_dir.join("journal"),
+                    SpoolOptions {
+                        // Bounded by the queue: acknowledged after every batch.
+                        max_bytes: u64::MAX,
+                        segment_bytes: tuning.segment_bytes.max(1),
+                        sync_ledger: false,
+                    },
+                )?,
+                order: Mutex::new(()),
+            })
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             spool,
+            journal,
             counters: Counters::default(),
             pseudonymiser,
         });
+        let dead_letter = Arc::new(DeadLetterFile::new(cfg.dead_letter.clone()));
+        shared.recover_journal(&dead_letter)?;
         shared.refresh_gauges();
         // `mpsc::channel(0)` panics; a config of 0 means "as small as possible".
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let batcher = Batcher {
             shared: Arc::clone(&shared),
             store,
-            dead_letter: Arc::new(DeadLetterFile::new(cfg.dead_letter.clone())),
+            dead_letter,
             batch_size: cfg.batch_size.max(1),
             batch_timeout: Duration::from_millis(cfg.batch_timeout_ms.max(1)),
             backoff: Backoff::new(tuning.backoff_base, tuning.backoff_max),
@@ -405,8 +528,11 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(mut self, mut rx: mpsc::Receiver<AccessEvent>, shutdown: CancellationToken) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>, shutdown: CancellationToken) {
         let mut buffer: Vec<AccessEvent> = Vec::with_capacity(self.batch_size);
+        let mut incoming: Vec<Queued> = Vec::with_capacity(self.batch_size);
+        // The journal position of the newest event in `buffer`.
+        let mut journal_end: Option<Position> = None;
         let mut deadline: Option<Instant> = None;
         let mut fsync = tokio::time::interval(self.tuning.fsync_interval);
         fsync.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -432,24 +558,32 @@ impl Batcher {
             let room = self.batch_size.saturating_sub(buffer.len());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                n = rx.recv_many(&mut buffer, room), if room > 0 => {
+                n = rx.recv_many(&mut incoming, room), if room > 0 => {
                     if n == 0 {
                         break;
                     }
                     Counters::sub(&self.shared.counters.queue_depth, n);
+                    for q in incoming.drain(..) {
+                        journal_end = q.journal.or(journal_end);
+                        buffer.push(q.event);
+                    }
                     if deadline.is_none() {
                         deadline = Some(Instant::now() + self.batch_timeout);
                     }
                     if buffer.len() >= self.batch_size {
                         let events = std::mem::take(&mut buffer);
                         deadline = None;
-                        self.flush(events).await;
+                        if self.flush(events).await {
+                            self.shared.ack_journal(journal_end.take());
+                        }
                     }
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {
                     let events = std::mem::take(&mut buffer);
                     deadline = None;
-                    self.flush(events).await;
+                    if self.flush(events).await {
+                        self.shared.ack_journal(journal_end.take());
+                    }
                 }
                 _ = sleep_until_opt(backoff_until), if backoff_until.is_some() => {
                     debug!("event store back-off over; retrying");
@@ -459,7 +593,14 @@ impl Batcher {
                 }
                 _ = fsync.tick() => {
                     let shared = Arc::clone(&self.shared);
-                    match tokio::task::spawn_blocking(move || shared.spool.sync()).await {
+                    let sync = move || {
+                        shared.spool.sync()?;
+                        match &shared.journal {
+                            Some(j) => j.spool.sync(),
+                            None => Ok(()),
+                        }
+                    };
+                    match tokio::task::spawn_blocking(sync).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => warn!(error = %e, "event spool fsync failed"),
                         Err(e) => warn!(error = %e, "event spool fsync task failed"),
@@ -478,18 +619,25 @@ impl Batcher {
                 }
             }
         }
-        self.drain(rx, buffer).await;
+        self.drain(rx, buffer, journal_end).await;
     }
 
     /// Shutdown: no new events into the queue (senders spool from now on), the
     /// queue and the open batch into the store if it answers in time, else the
     /// spool.
-    async fn drain(mut self, mut rx: mpsc::Receiver<AccessEvent>, mut buffer: Vec<AccessEvent>) {
+    async fn drain(
+        mut self,
+        mut rx: mpsc::Receiver<Queued>,
+        mut buffer: Vec<AccessEvent>,
+        mut journal_end: Option<Position>,
+    ) {
         rx.close();
-        while let Some(e) = rx.recv().await {
+        while let Some(q) = rx.recv().await {
             Counters::sub(&self.shared.counters.queue_depth, 1);
-            buffer.push(e);
+            journal_end = q.journal.or(journal_end);
+            buffer.push(q.event);
         }
+        let mut safe = true;
         let waiting = self.backoff.is_waiting();
         let events = std::mem::take(&mut buffer);
         for chunk in events.chunks(self.batch_size) {
@@ -512,13 +660,21 @@ impl Batcher {
                 }
             };
             if !stored {
-                self.spool_or_log(batch.events);
+                safe &= self.spool_or_log(batch.events);
             }
+        }
+        if safe {
+            self.shared.ack_journal(journal_end);
         }
         // A replay in flight stays unacknowledged in the spool: replayed next start.
         self.pending = None;
         if let Err(e) = self.shared.spool.sync() {
             error!(error = %e, "event spool fsync at shutdown failed");
+        }
+        if let Some(j) = &self.shared.journal
+            && let Err(e) = j.spool.sync()
+        {
+            error!(error = %e, "event journal fsync at shutdown failed");
         }
         self.shared.refresh_gauges();
         let c = self.shared.counters.snapshot();
@@ -529,32 +685,43 @@ impl Batcher {
         );
     }
 
-    fn spool_or_log(&self, events: Vec<AccessEvent>) {
+    /// Spools events; `false` if the spool failed (they are then only in the
+    /// journal, if that is on, and counted as lost otherwise).
+    fn spool_or_log(&self, events: Vec<AccessEvent>) -> bool {
         let n = events.len();
-        if let Err(e) = self.shared.spool_events(events) {
-            Counters::add(&self.shared.counters.lost, n);
-            error!(error = %e, events = n, "events lost: the spool failed");
+        match self.shared.spool_events(events) {
+            Ok(_) => true,
+            Err(e) => {
+                if self.shared.journal.is_none() {
+                    Counters::add(&self.shared.counters.lost, n);
+                }
+                error!(error = %e, events = n, "spooling events failed");
+                false
+            }
         }
     }
 
-    /// A batch closed by size or time.
-    async fn flush(&mut self, events: Vec<AccessEvent>) {
+    /// A batch closed by size or time. `true` when it is safe (stored,
+    /// dead-lettered or spooled), so the journal may let go of it.
+    async fn flush(&mut self, events: Vec<AccessEvent>) -> bool {
         if events.is_empty() {
-            return;
+            return true;
         }
         if self.backoff.is_waiting() {
             // The store is down: straight to disk, keep memory bounded.
-            self.spool_or_log(events);
-            return;
+            return self.spool_or_log(events);
         }
         let batch = Batch::new(events);
         match self.settle(&batch).await {
-            Outcome::Settled => self.backoff.succeed(),
+            Outcome::Settled => {
+                self.backoff.succeed();
+                true
+            }
             Outcome::Retry(e) => {
                 let wait = self.backoff.fail();
                 Counters::add(&self.shared.counters.retried, 1);
                 warn!(error = %e, batch = %batch.id, retry_in_ms = wait.as_millis() as u64, "event insert failed; spooling the batch");
-                self.spool_or_log(batch.events);
+                self.spool_or_log(batch.events)
             }
         }
     }

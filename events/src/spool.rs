@@ -33,7 +33,8 @@
 //!   A segment is also `fsync`ed when it is rolled (it reaches `segment_bytes`), and
 //!   the directory when a segment is created. So a power cut loses at most the last
 //!   interval of *spooled* events.
-//! - The ledger is `fsync`ed on every write.
+//! - The ledger is `fsync`ed on every write (unless `sync_ledger` is off: a lost
+//!   acknowledgement only replays deduplicated data).
 //!
 //! # What a crash leaves
 //!
@@ -104,6 +105,10 @@ pub struct SpoolOptions {
     /// A segment is rolled (fsynced, closed) at this size. Smaller segments free
     /// disk sooner after an outage; larger ones mean fewer files. 32 MiB.
     pub segment_bytes: u64,
+    /// `fsync` the ledger on every acknowledgement. Losing an acknowledgement only
+    /// means replaying (deduplicated) data, so the pipeline's journal, acknowledged
+    /// after every batch, turns this off; the spool keeps it on.
+    pub sync_ledger: bool,
 }
 
 impl Default for SpoolOptions {
@@ -111,6 +116,7 @@ impl Default for SpoolOptions {
         SpoolOptions {
             max_bytes: 2048 << 20,
             segment_bytes: 32 << 20,
+            sync_ledger: true,
         }
     }
 }
@@ -474,7 +480,7 @@ impl Spool {
     }
 
     fn advance(&self, inner: &mut Inner, upto: Position) -> Result<(), SpoolError> {
-        write_ledger(&self.dir, upto)?;
+        write_ledger(&self.dir, upto, self.options.sync_ledger)?;
         inner.acked = upto;
         let done: Vec<u64> = inner
             .segments
@@ -600,15 +606,19 @@ fn encode_ledger(p: Position) -> [u8; LEDGER_LEN] {
     out
 }
 
-fn write_ledger(dir: &Path, p: Position) -> Result<(), SpoolError> {
+fn write_ledger(dir: &Path, p: Position, sync: bool) -> Result<(), SpoolError> {
     let tmp = dir.join(LEDGER_TMP);
     let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
     file.write_all(&encode_ledger(p)).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
+    if sync {
+        file.sync_all().map_err(io_err(&tmp))?;
+    }
     drop(file);
     let path = dir.join(LEDGER);
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir);
+    if sync {
+        sync_dir(dir);
+    }
     Ok(())
 }
 
@@ -632,6 +642,7 @@ mod tests {
         SpoolOptions {
             max_bytes: 1 << 20,
             segment_bytes: 200,
+            sync_ledger: true,
         }
     }
 
@@ -778,6 +789,7 @@ mod tests {
             SpoolOptions {
                 max_bytes: 100,
                 segment_bytes: 1 << 20,
+                sync_ledger: true,
             },
         )
         .expect("open");

@@ -11,9 +11,10 @@
 //!   thousand rollup rows instead of tens of millions of events. Only rows that
 //!   were really inserted are counted (`INSERT OR IGNORE` on the event id), so a
 //!   replayed batch neither duplicates events nor inflates the rollups.
-//! - Retention: [`SqliteStore::purge`] deletes each class of event past its days, in
-//!   small transactions so the writer is never held for long. Rollups carry no
-//!   personal data and are kept as long as the longest retention.
+//! - Retention: [`SqliteStore::purge`] deletes each class of event past its days
+//!   (rounded down to the hour), with its rollup rows, so counts over a purged
+//!   period agree with the raw events (and with the ClickHouse store). Deletes run
+//!   in small transactions so the writer is never held for long.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,10 +86,11 @@ CREATE TABLE IF NOT EXISTS rollup_hourly (
     school   TEXT NOT NULL,
     role     TEXT NOT NULL,
     action   INTEGER NOT NULL,
+    class    INTEGER NOT NULL, -- retention class: purged with the events
     category INTEGER NOT NULL, -- category id, or -1 for the row counting every event once
     events   INTEGER NOT NULL,
     flagged  INTEGER NOT NULL,
-    PRIMARY KEY (hour, school, role, action, category)
+    PRIMARY KEY (hour, school, role, action, class, category)
 ) WITHOUT ROWID;
 ";
 
@@ -536,11 +538,11 @@ impl EventStore for SqliteStore {
         let now_ms = now.as_millisecond();
         self.write(move |conn| {
             let mut report = PurgeReport::default();
-            let mut longest = 0;
             for class in RetentionClass::ALL {
-                let days = class.days(&retention);
-                longest = longest.max(days);
-                let cutoff = now_ms - i64::from(days) * DAY_MS;
+                // Whole hours, so the rollups go exactly with their events.
+                let cutoff_hour =
+                    (now_ms - i64::from(class.days(&retention)) * DAY_MS).div_euclid(HOUR_MS);
+                let cutoff = cutoff_hour * HOUR_MS;
                 loop {
                     let n = conn
                         .execute(
@@ -554,13 +556,12 @@ impl EventStore for SqliteStore {
                         break;
                     }
                 }
+                conn.execute(
+                    "DELETE FROM rollup_hourly WHERE hour < ?1 AND class = ?2",
+                    params![cutoff_hour, class.id()],
+                )
+                .map_err(classify)?;
             }
-            let cutoff_hour = (now_ms - i64::from(longest) * DAY_MS).div_euclid(HOUR_MS);
-            conn.execute(
-                "DELETE FROM rollup_hourly WHERE hour < ?1",
-                params![cutoff_hour],
-            )
-            .map_err(classify)?;
             Ok(report)
         })
         .await
@@ -569,8 +570,9 @@ impl EventStore for SqliteStore {
 
 fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(classify)?;
-    // (hour, school, role, action, category) -> (events, flagged)
-    let mut rollup: BTreeMap<(i64, String, String, u8, i64), (i64, i64)> = BTreeMap::new();
+    // (hour, school, role, action, class, category) -> (events, flagged)
+    type Key = (i64, String, String, u8, u8, i64);
+    let mut rollup: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
     {
         let mut stmt = tx
             .prepare_cached(
@@ -619,6 +621,7 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
             }
             let hour = e.time_ms().div_euclid(HOUR_MS);
             let flagged = i64::from(e.is_flagged());
+            let class = e.retention_class().id();
             let mut bump = |category: i64| {
                 let slot = rollup
                     .entry((
@@ -626,6 +629,7 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
                         e.school.clone(),
                         e.role.clone(),
                         e.action as u8,
+                        class,
                         category,
                     ))
                     .or_insert((0, 0));
@@ -639,15 +643,18 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
         }
         let mut up = tx
             .prepare_cached(
-                "INSERT INTO rollup_hourly (hour, school, role, action, category, events, flagged) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT(hour, school, role, action, category) DO UPDATE SET \
+                "INSERT INTO rollup_hourly \
+                 (hour, school, role, action, class, category, events, flagged) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT(hour, school, role, action, class, category) DO UPDATE SET \
                  events = events + excluded.events, flagged = flagged + excluded.flagged",
             )
             .map_err(classify)?;
-        for ((hour, school, role, action, category), (n, flagged)) in rollup {
-            up.execute(params![hour, school, role, action, category, n, flagged])
-                .map_err(classify)?;
+        for ((hour, school, role, action, class, category), (n, flagged)) in rollup {
+            up.execute(params![
+                hour, school, role, action, class, category, n, flagged
+            ])
+            .map_err(classify)?;
         }
     }
     tx.commit().map_err(classify)

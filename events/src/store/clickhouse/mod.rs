@@ -80,6 +80,9 @@ const COLUMNS: &str = "id, time_ms, source, school, node, client_ip, user, devic
 
 /// `is_flagged()` in SQL (severity 0 is "none").
 const FLAGGED: &str = "(action = 1 OR severity > 0)";
+/// Distinct known users. (`uniqExact` of a `Nullable` is itself `Nullable` on
+/// 18.16, which would not decode as a plain `u64`.)
+const USERS: &str = "uniqExactIf(assumeNotNull(user), isNotNull(user))";
 /// The severity a flag without one ranks as.
 const SEVERITY_RANK: &str = "if(severity = 0, 1, severity)";
 
@@ -472,10 +475,14 @@ impl EventStore for ClickhouseStore {
         } else {
             HashSet::new()
         };
+        // An event can be in a batch twice (a replay that met both the journal's
+        // copy and the spool's): send it once.
+        let mut seen = HashSet::with_capacity(batch.len());
         let events: Vec<&AccessEvent> = batch
             .events
             .iter()
-            .filter(|e| !stored.contains(&e.id.to_string()))
+            .filter(|e| seen.insert(e.id))
+            .filter(|e| stored.is_empty() || !stored.contains(&e.id.to_string()))
             .collect();
         if events.is_empty() {
             tracing::debug!(batch = %batch.id, "clickhouse: batch already stored");
@@ -488,7 +495,7 @@ impl EventStore for ClickhouseStore {
             .map_err(classify)?
             .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
         if caps.server.dedup_token() {
-            let token = if events.len() == batch.len() {
+            let token = if events.len() == batch.len() && !batch.maybe_stored {
                 batch.id.to_string()
             } else {
                 // Another set of rows needs another token, or the server would
@@ -629,7 +636,7 @@ impl EventStore for ClickhouseStore {
             .map(|c| c.id().to_string())
             .collect();
         let query = format!(
-            "SELECT toUInt8(cat) AS c, uniqExact(id), uniqExact(user), uniqExact(client_ip) \
+            "SELECT toUInt8(cat) AS c, uniqExact(id), {USERS}, uniqExact(client_ip) \
              FROM {table} ARRAY JOIN {CATEGORY_ARRAY} AS cat \
              WHERE {period} AND action IN (1, 3) AND bitAnd(categories, {mask}) != 0 \
              AND cat IN ({ids}) GROUP BY c ORDER BY c",
@@ -712,7 +719,7 @@ impl EventStore for ClickhouseStore {
 
     async fn totals(&self, period: &Period) -> Result<Totals, StoreError> {
         let query = format!(
-            "SELECT uniqExact(id), uniqExact(user), uniqExact(client_ip), \
+            "SELECT uniqExact(id), {USERS}, uniqExact(client_ip), \
              uniqExactIf(id, action = 3), uniqExactIf(id, {FLAGGED}) FROM {table} WHERE {period}",
             table = self.names.events,
             period = period_sql(period),

@@ -1,0 +1,94 @@
+//! SQLite specifics: WAL mode, purge per retention class, concurrent reads.
+
+use std::sync::Arc;
+
+use schoolgate_classifier::config::store::Retention;
+use schoolgate_classifier::{Action, Severity};
+use schoolgate_events::{Batch, EventStore, GroupBy, Period, SqliteStore};
+
+use crate::harness::events::{self, BASE_MS, ts};
+
+const DAY: i64 = 86_400_000;
+
+#[tokio::test]
+async fn opens_in_wal_mode_with_normal_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("var").join("events.sqlite");
+    let _store = SqliteStore::open(&path, Retention::default()).expect("open creates parents");
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("pragma");
+    assert_eq!(mode, "wal");
+}
+
+/// Allowed, blocked and flagged events of the same age: only the classes past
+/// their retention go.
+#[tokio::test]
+async fn purge_deletes_each_class_after_its_own_days() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).expect("open");
+    let mut batch = Vec::new();
+    for (age_days, tag) in [(100, "a"), (400, "b"), (800, "c")] {
+        let t = ts(BASE_MS - age_days * DAY);
+        let base = events::event(age_days as u64, 1);
+        batch.push(
+            base.clone()
+                .at(t)
+                .with_action(Action::Allow)
+                .with_severity(None)
+                .with_path(format!("/allowed-{tag}")),
+        );
+        let mut blocked = base
+            .clone()
+            .at(t)
+            .with_action(Action::Block)
+            .with_severity(None);
+        blocked.id = ulid::Ulid::from_parts(blocked.id.timestamp_ms(), 1_000 + age_days as u128);
+        let mut flagged = base
+            .at(t)
+            .with_action(Action::Flag)
+            .with_severity(Some(Severity::High));
+        flagged.id = ulid::Ulid::from_parts(flagged.id.timestamp_ms(), 2_000 + age_days as u128);
+        batch.push(blocked);
+        batch.push(flagged);
+    }
+    store.insert(&Batch::new(batch)).await.expect("insert");
+    let report = store.purge(ts(BASE_MS)).await.expect("purge");
+    // Allowed: 100, 400, 800 days old all go (90 days); blocked: 400 and 800 go
+    // (365); flagged: 800 goes (730).
+    assert_eq!(report.events, 3 + 2 + 1);
+    let all = Period::new(ts(BASE_MS - 1000 * DAY), ts(BASE_MS));
+    let by_action = store.counts(&all, GroupBy::Action).await.expect("counts");
+    let got: Vec<(String, u64)> = by_action.into_iter().map(|c| (c.key, c.events)).collect();
+    assert_eq!(got, vec![("block".to_owned(), 1), ("flag".to_owned(), 2)]);
+}
+
+/// Readers on their own connections while the writer inserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_run_beside_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).expect("open"),
+    );
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for chunk in events::events(0..5_000, 100).chunks(250) {
+                store
+                    .insert(&Batch::new(chunk.to_vec()))
+                    .await
+                    .expect("insert");
+            }
+        })
+    };
+    let whole = Period::new(ts(BASE_MS - 1), ts(BASE_MS + 5_000 * 100 + 1));
+    let mut last = 0;
+    while !writer.is_finished() {
+        let t = store.totals(&whole).await.expect("totals");
+        assert!(t.requests >= last, "counts never go backwards");
+        last = t.requests;
+    }
+    writer.await.expect("writer");
+    assert_eq!(store.totals(&whole).await.expect("totals").requests, 5_000);
+}
