@@ -99,16 +99,16 @@ pub fn parse(buf: &[u8]) -> Result<ClientHello, HelloError> {
             }
             needed = Some(body + 4);
         }
-        if let Some(n) = needed {
-            if message.len() >= n {
-                // Data past the hello in the same record would be a second
-                // handshake message before the server spoke: not a client.
-                if message.len() > n {
-                    return Err(HelloError::Malformed("data after the ClientHello"));
-                }
-                let sni = parse_body(&message[4..n])?;
-                return Ok(ClientHello { sni, len: at });
+        if let Some(n) = needed
+            && message.len() >= n
+        {
+            // Data past the hello in the same record would be a second handshake
+            // message before the server spoke: not a client.
+            if message.len() > n {
+                return Err(HelloError::Malformed("data after the ClientHello"));
             }
+            let sni = parse_body(&message[4..n])?;
+            return Ok(ClientHello { sni, len: at });
         }
     }
 }

@@ -77,11 +77,11 @@ gap:.3em 1em}dt{font-weight:bold}.ref{font-family:monospace}";
 
 fn page(status: StatusCode, title: &str, school: &str, body: &str) -> String {
     let mut s = String::with_capacity(1024 + body.len());
-    let _ = write!(
+    let _ = writeln!(
         s,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width\"><title>{} - {}</title>\
-<style>{STYLE}</style></head><body><p>{}</p><h1>{}</h1>{body}</body></html>\n",
+<style>{STYLE}</style></head><body><p>{}</p><h1>{}</h1>{body}</body></html>",
         escape(title),
         status.as_u16(),
         escape(if school.is_empty() {

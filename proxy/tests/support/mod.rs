@@ -40,6 +40,8 @@ pub struct Options {
     pub proxy: String,
     /// Extra top-level TOML (after everything else).
     pub extra: String,
+    /// Where the transparent listeners bind (default 127.0.0.1).
+    pub transparent_ip: Option<IpAddr>,
 }
 
 pub struct Harness {
@@ -162,6 +164,9 @@ impl Harness {
             Pipeline::start(&cfg, store.clone(), shutdown.child_token()).expect("pipeline");
 
         let local = |port: u16| SocketAddr::new("127.0.0.1".parse().expect("ip"), port);
+        let transparent_ip = opts
+            .transparent_ip
+            .unwrap_or_else(|| "127.0.0.1".parse().expect("ip"));
         let proxy = Proxy::builder(policy, events)
             .resolve("allowed.test", local(0))
             .resolve("www.bet365.com", local(0))
@@ -178,8 +183,8 @@ impl Harness {
             proxy.clone(),
             Listeners {
                 explicit: Some(local(0)),
-                transparent_http: Some(local(0)),
-                transparent_https: Some(local(0)),
+                transparent_http: Some(SocketAddr::new(transparent_ip, 0)),
+                transparent_https: Some(SocketAddr::new(transparent_ip, 0)),
             },
         )
         .expect("bind")
@@ -333,10 +338,25 @@ impl Curl {
 static CURL_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 pub async fn curl(dir: &std::path::Path, args: &[String]) -> Curl {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut all = vec!["curl"];
+    all.extend_from_slice(&args);
+    curl_cmd(dir, all[0], &all[1..]).await
+}
+
+/// Runs curl (`program` is `curl`, or `ip` with `netns exec NS curl` first).
+pub async fn curl_cmd(dir: &std::path::Path, program: &str, pre_and_args: &[&str]) -> Curl {
     let n = CURL_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let headers: PathBuf = dir.join(format!("curl-{n}.headers"));
     let body: PathBuf = dir.join(format!("curl-{n}.body"));
-    let out = tokio::process::Command::new("curl")
+    // Everything up to and including `curl` is the prefix (for `ip netns exec`).
+    let split = pre_and_args
+        .iter()
+        .position(|a| *a == "curl")
+        .map_or(0, |i| i + 1);
+    let (prefix, args) = pre_and_args.split_at(split);
+    let out = tokio::process::Command::new(program)
+        .args(prefix)
         .args(["-s", "--max-time", "20", "-D"])
         .arg(&headers)
         .arg("-o")
