@@ -42,7 +42,7 @@
 //! - `record`: queries into events, sampling
 //! - `wire`: reading and writing DNS messages in place
 //! - [`stats`]: [`DnsStats`] for the health page
-//! - [`error`]: [`DnsError`]
+//! - [`error`]: [`DnsError`], what can stop the server from starting
 
 mod cache;
 mod clients;

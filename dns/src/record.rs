@@ -57,7 +57,10 @@ impl Recorder {
             || matches!(o.verdict.action, Action::Block | Action::Flag);
         if !interesting
             && self.sample > 1
-            && self.allowed_seen.fetch_add(1, Ordering::Relaxed) % self.sample != 0
+            && !self
+                .allowed_seen
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(self.sample)
         {
             inc(&counters.events_sampled_out);
             return;

@@ -14,7 +14,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use schoolgate_classifier::{Category, Config, PolicyBuilder, SharedPolicy};
 use schoolgate_dns::{DnsFilter, DnsServer};
 use schoolgate_events::{
-    AccessEvent, EventSender, EventStore, Pipeline, PipelineHandle, Purpose, SqliteStore, Subject,
+    AccessEvent, EventStore, Pipeline, PipelineHandle, Purpose, SqliteStore, Subject,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -378,7 +378,6 @@ pub struct School {
     pub filter: Arc<DnsFilter>,
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
-    pub events: EventSender,
     shutdown: CancellationToken,
     pipeline: Option<PipelineHandle>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -420,7 +419,6 @@ impl School {
             filter,
             addr,
             store,
-            events,
             shutdown,
             pipeline: Some(pipeline),
             server: Some(server),
@@ -571,16 +569,4 @@ pub fn query(id: u16, name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
         m.set_edns(e);
     }
     m.to_vec().expect("encode")
-}
-
-/// Polls until `f` holds (the pipeline and the server work concurrently);
-/// panics with `what` after a generous bound.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("never happened: {what}");
 }
