@@ -1,0 +1,213 @@
+//! Health: is the filter working? DNS queries per second, proxy requests per
+//! second, the event pipeline's backlog and spool, the store, the policy, uptime.
+//! Every role may see it; it shows no personal data.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use maud::{Markup, html};
+use schoolgate_events::Period;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::auth::CurrentUser;
+use crate::error::Result;
+use crate::ui;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/health", get(page))
+        .route("/api/health", get(api))
+}
+
+/// Whether the event store answers, and how fast.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreStatus {
+    pub backend: &'static str,
+    pub ok: bool,
+    pub millis: u64,
+    pub error: Option<String>,
+    /// Events in the last hour (from the store's rollups).
+    pub last_hour_events: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyStatus {
+    pub roles: usize,
+    pub domains: u64,
+    pub urls: u64,
+    pub keyword_rules: u64,
+    pub lists: usize,
+    pub last_reload: Option<jiff::Timestamp>,
+    pub failed_sources: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    pub uptime_secs: i64,
+    pub started_at: jiff::Timestamp,
+    pub store: StoreStatus,
+    pub policy: PolicyStatus,
+    /// What the binary reports (DNS, proxy, pipeline), as given.
+    pub services: serde_json::Value,
+}
+
+/// The store is asked for the last hour's counts, with a short timeout: Health
+/// must answer even when the store does not.
+pub async fn collect(app: &App) -> Health {
+    let now = app.clock.now();
+    let hour = Period::new(now - jiff::SignedDuration::from_hours(1), now);
+    let started = Instant::now();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(3),
+        app.store.counts(&hour, schoolgate_events::GroupBy::Action),
+    )
+    .await;
+    let millis = started.elapsed().as_millis() as u64;
+    let store = match probe {
+        Ok(Ok(counts)) => StoreStatus {
+            backend: app.store.name(),
+            ok: true,
+            millis,
+            error: None,
+            last_hour_events: counts.iter().map(|c| c.events).sum(),
+        },
+        Ok(Err(e)) => StoreStatus {
+            backend: app.store.name(),
+            ok: false,
+            millis,
+            error: Some(e.to_string()),
+            last_hour_events: 0,
+        },
+        Err(_) => StoreStatus {
+            backend: app.store.name(),
+            ok: false,
+            millis,
+            error: Some("no answer within 3 s".into()),
+            last_hour_events: 0,
+        },
+    };
+    let p = app.policy.load();
+    let stats = p.stats();
+    let load = app.load_state();
+    let policy = PolicyStatus {
+        roles: p.roles().count(),
+        domains: stats.domains,
+        urls: stats.urls,
+        keyword_rules: stats.keyword_rules,
+        lists: stats.per_list.len(),
+        last_reload: load.as_ref().map(|l| l.at),
+        failed_sources: load.map(|l| l.report.failures()).unwrap_or_default(),
+    };
+    Health {
+        uptime_secs: now.as_second() - app.started_at.as_second(),
+        started_at: app.started_at,
+        store,
+        policy,
+        services: (app.health)(),
+    }
+}
+
+pub fn uptime(secs: i64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
+    match (d, h) {
+        (0, 0) => format!("{m} min"),
+        (0, _) => format!("{h} h {m} min"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
+async fn api(State(app): State<App>, _user: CurrentUser) -> axum::Json<Health> {
+    axum::Json(collect(&app).await)
+}
+
+/// A number from the binary's JSON, looked up by a dotted path.
+fn metric(v: &serde_json::Value, path: &str) -> Option<f64> {
+    path.split('.').try_fold(v, |v, k| v.get(k))?.as_f64()
+}
+
+fn fmt_metric(v: Option<f64>, unit: &str) -> String {
+    match v {
+        Some(x) if x >= 100.0 => format!("{}{unit}", ui::thousands(x.round() as u64)),
+        Some(x) => format!("{x:.1}{unit}"),
+        None => "—".to_owned(),
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(u) => ui::thousands(u),
+            None => n.as_f64().map(|f| format!("{f:.2}")).unwrap_or_default(),
+        },
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        serde_json::Value::Null => "—".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+async fn page(State(app): State<App>, user: CurrentUser) -> Result<Markup> {
+    let h = collect(&app).await;
+    let tz = app.tz();
+    let s = &h.services;
+    let spool = metric(s, "pipeline.spool_bytes").map(|b| b / 1_048_576.0);
+    Ok(ui::page(
+        &app,
+        &user,
+        "Health",
+        "/health",
+        html! {
+            (ui::page_head("Health", Some("Is the filter working? This page shows no personal data.")))
+            div.stats {
+                (ui::stat("Uptime", &uptime(h.uptime_secs), Some(&format!("since {}", ui::when(h.started_at, &tz)))))
+                (ui::stat("DNS queries / s", &fmt_metric(metric(s, "dns.qps"), ""), None))
+                (ui::stat("Proxy requests / s", &fmt_metric(metric(s, "proxy.rps"), ""), None))
+                (ui::stat("Pipeline backlog", &fmt_metric(metric(s, "pipeline.queued"), ""), Some(&format!("spool {}", fmt_metric(spool, " MB")))))
+                (ui::stat("Events, last hour", &ui::thousands(h.store.last_hour_events), None))
+            }
+            div.grid.grid-2 {
+                div.card {
+                    h2 { "Event store" }
+                    dl.kv {
+                        dt { "Status" } dd {
+                            @if h.store.ok { span.dot.ok {} "answering" } @else { span.dot.bad {} "not answering" }
+                        }
+                        dt { "Backend" } dd { (h.store.backend) }
+                        dt { "Answer time" } dd { (h.store.millis) " ms" }
+                        @if let Some(e) = &h.store.error { dt { "Error" } dd { (e) } }
+                    }
+                }
+                div.card {
+                    h2 { "Policy" }
+                    dl.kv {
+                        dt { "Roles" } dd { (h.policy.roles) }
+                        dt { "Domains" } dd { (ui::thousands(h.policy.domains)) }
+                        dt { "URLs" } dd { (ui::thousands(h.policy.urls)) }
+                        dt { "Keyword rules" } dd { (ui::thousands(h.policy.keyword_rules)) }
+                        dt { "List sources" } dd { (h.policy.lists) }
+                        dt { "Last reload" } dd { @if let Some(t) = h.policy.last_reload { (ui::when(t, &tz)) } @else { "at start" } }
+                        @if !h.policy.failed_sources.is_empty() {
+                            dt { "Failed sources" } dd { @for f in &h.policy.failed_sources { div { span.dot.bad {} (f) } } }
+                        }
+                    }
+                }
+            }
+            @if let Some(obj) = s.as_object().filter(|o| !o.is_empty()) {
+                h2 { "Services" }
+                div.grid.grid-2 {
+                    @for (name, v) in obj {
+                        div.card {
+                            h3 { (name) }
+                            @if let Some(fields) = v.as_object() {
+                                dl.kv { @for (k, x) in fields { dt { (k.replace('_', " ")) } dd { (scalar(x)) } } }
+                            } @else { p { (scalar(v)) } }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}

@@ -1,0 +1,8 @@
+//! (being written)
+use axum::Router;
+
+use crate::app::App;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+}

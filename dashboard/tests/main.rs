@@ -1,0 +1,19 @@
+//! The dashboard's integration tests: one binary, a module per area. Every test
+//! starts a real dashboard on 127.0.0.1:0 and talks HTTP to it.
+
+mod support;
+
+/// Each role is refused what it must not see, with the status and the message.
+mod access;
+/// Login, logout, session expiry, lockout, password change, user management.
+mod accounts;
+/// The audit log: entries for views of individuals and for changes; append-only.
+mod audit;
+/// State changes without the CSRF token are refused; public forms use double submit.
+mod csrf;
+/// Health and Lists pages and their JSON.
+mod pages;
+/// The policy editor: matrix saves, refused reloads, comments kept, versions, Test a URL.
+mod policy;
+/// HTTPS with a certificate: TLS serving, Secure cookies, HSTS.
+mod tls;
