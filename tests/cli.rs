@@ -1,0 +1,124 @@
+use crate::support::{schoolgate, shared_data, stdout};
+
+fn demo() -> String {
+    format!("{}/examples/demo.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_prints_a_verdict_per_role_with_the_rule() {
+    let _ = shared_data();
+    let o = schoolgate(&[
+        "check",
+        "--config",
+        &demo(),
+        "--role",
+        "pupil",
+        "https://www.bet365.com/",
+        "http://essex.ac.uk/",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("BLOCK    pupil        https://www.bet365.com/"),
+        "{out}"
+    );
+    assert!(out.contains("blocked for pupil: gambling (list "), "{out}");
+    assert!(
+        out.contains("ALLOW    pupil        http://essex.ac.uk/"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_json_from_stdin_for_every_role() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args([
+            "check",
+            "--config",
+            &demo(),
+            "--json",
+            "--stdin",
+            "--at",
+            "2026-11-24 12:30",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"www.facebook.com\n# a comment\n\nhttps://www.google.co.uk/search?q=how+to+kill+myself\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Two inputs × three roles (guest, pupil, staff).
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let find = |input: &str, role: &str| {
+        lines
+            .iter()
+            .find(|l| l["role"] == role && l["input"].as_str().unwrap().contains(input))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(find("facebook", "pupil")["action"], "block");
+    // Tuesday 12:30 is lunch on a school day: staff may use social networking.
+    assert_eq!(find("facebook", "staff")["action"], "allow");
+    // Pupils: the search is blocked (violence: "how to kill") and flagged high
+    // (suicide) for the safeguarding lead.
+    let search = find("google", "pupil");
+    assert_eq!(search["action"], "block");
+    assert_eq!(search["severity"], "high");
+    let categories = search["categories"].as_array().unwrap();
+    assert!(
+        categories.contains(&"suicide".into()) && categories.contains(&"violence".into()),
+        "{search}"
+    );
+    // Staff: flagged only.
+    let staff = find("google", "staff");
+    assert_eq!(staff["action"], "flag");
+    assert_eq!(staff["severity"], "high");
+    assert_eq!(search["search_terms"], "how to kill myself");
+    for key in ["input", "role", "action", "categories", "rule", "reason"] {
+        assert!(search.get(key).is_some(), "missing {key}");
+    }
+}
+
+#[test]
+fn usage_and_config_errors_exit_non_zero_with_a_message() {
+    let o = schoolgate(&["check", "--config", &demo(), "--role", "pupils", "x.com"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("no role `pupils` in the configuration (roles: guest, pupil, staff)")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[roles.guest]\nblock = [\"gambling\"]\nflag = { suicide = \"urgent\" }\n",
+    )
+    .unwrap();
+    let o = schoolgate(&["config", "check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("bad.toml:3: roles.guest.flag.suicide: unknown variant `urgent`"),
+        "{out}"
+    );
+    assert!(out.contains("configuration NOT OK"), "{out}");
+}
+
+#[test]
+fn config_check_summarises_roles_networks_and_lists() {
+    let o = schoolgate(&["config", "check", "--config", &demo()]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("configuration OK"));
+    assert!(out.contains("127.0.0.2/32         -> pupil"), "{out}");
+    assert!(out.contains("schoolgate/doh"), "{out}");
+    assert!(out.contains("blp-gambling"), "{out}");
+    assert!(out.contains("entries per category:"));
+}

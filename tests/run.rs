@@ -1,0 +1,178 @@
+use std::net::SocketAddr;
+use std::path::Path;
+
+use schoolgate_events::{EventStore, ExportFilter, Period, Purpose, SqliteStore};
+
+use crate::support::{Running, curl_via, dig_short, free_port, wait_for_port};
+
+fn write_config(
+    dir: &Path,
+    proxy: u16,
+    dns: u16,
+    pupil_blocks_gambling: bool,
+) -> std::path::PathBuf {
+    let block = if pupil_blocks_gambling {
+        r#"["gambling", "proxy"]"#
+    } else {
+        r#"["proxy"]"#
+    };
+    let text = format!(
+        r#"
+[[schools]]
+id = "test"
+name = "Test Academy"
+contact = "the IT office"
+
+[listen]
+proxy = "127.0.0.1:{proxy}"
+dns = ["127.0.0.1:{dns}"]
+
+[dns]
+# Nothing listens here: allowed names fail fast; blocked ones never go upstream.
+upstreams = ["127.0.0.1:9"]
+upstream_timeout_ms = 300
+
+[store]
+path = "{d}/events.sqlite"
+spool_dir = "{d}/spool"
+dead_letter = "{d}/dead.jsonl"
+batch_timeout_ms = 100
+
+[dashboard]
+url = "http://127.0.0.1:1"
+state = "{d}/dashboard.sqlite"
+
+[roles.pupil]
+block = {block}
+
+[roles.staff]
+block = ["proxy"]
+
+[roles.guest]
+block = ["gambling", "proxy"]
+
+[[networks]]
+cidr = "127.0.0.2/32"
+role = "pupil"
+school = "test"
+
+[[networks]]
+cidr = "127.0.0.3/32"
+role = "staff"
+school = "test"
+
+[[lists]]
+name = "local-gambling"
+format = "domains"
+category = "gambling"
+path = "gambling.txt"
+"#,
+        d = dir.display()
+    );
+    let path = dir.join("school.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn run_filters_reloads_and_drains_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gambling.txt"),
+        "# our own list\ncasino-test.example\n",
+    )
+    .unwrap();
+    let (pp, dp) = (free_port(), free_port());
+    let config = write_config(dir.path(), pp, dp, true);
+    let running = Running::start(&config, dir.path().join("run.log"));
+    let proxy: SocketAddr = format!("127.0.0.1:{pp}").parse().unwrap();
+    let dns: SocketAddr = format!("127.0.0.1:{dp}").parse().unwrap();
+    wait_for_port(proxy);
+    wait_for_port(dns);
+
+    // A pupil meets the block page, with a reference; staff are not blocked by it.
+    let (status, body) = curl_via(proxy, "127.0.0.2", "http://www.casino-test.example/spin");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("blocked for pupil: gambling (list local-gambling: casino-test.example)"),
+        "{body}"
+    );
+    let reference = body
+        .split("?ref=")
+        .nth(1)
+        .and_then(|s| s.get(..26))
+        .expect("a reference on the block page")
+        .to_owned();
+    // The DNS filter answers the blocked name with the block page address.
+    assert_eq!(
+        dig_short(dns, "127.0.0.2", "casino-test.example"),
+        "127.0.0.1"
+    );
+
+    // A bad configuration is refused on SIGHUP: the old policy keeps running.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("[roles.staff]", "[roles.staff]\nblok = []"),
+    )
+    .unwrap();
+    running.signal("HUP");
+    running.wait_for_log("reload refused, the previous policy keeps running");
+    assert!(
+        running
+            .log()
+            .contains("roles.staff.blok: unknown field `blok`"),
+        "{}",
+        running.log()
+    );
+    let (status, _) = curl_via(proxy, "127.0.0.2", "http://casino-test.example/");
+    assert_eq!(status, 403, "still blocked after a refused reload");
+
+    // A good change takes effect on SIGHUP without a restart.
+    write_config(dir.path(), pp, dp, false);
+    running.signal("HUP");
+    running.wait_for_log("reloaded: the new policy is in force");
+    let (status, body) = curl_via(proxy, "127.0.0.2", "http://casino-test.example/");
+    assert_ne!(status, 403, "pupils may reach it after the reload: {body}");
+    assert_ne!(
+        dig_short(dns, "127.0.0.2", "casino-test.example"),
+        "127.0.0.1"
+    );
+
+    // SIGTERM: an orderly stop, and every decision is in the store.
+    running.signal("TERM");
+    let mut running = running;
+    let status = running.child.wait().unwrap();
+    assert!(status.success(), "exit: {status:?}\n{}", running.log());
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = SqliteStore::open(dir.path().join("events.sqlite"), Default::default()).unwrap();
+    let period = Period::new(
+        jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1),
+        jiff::Timestamp::now(),
+    );
+    let mut csv = Vec::new();
+    let rows = rt
+        .block_on(store.export_csv(
+            &period,
+            &ExportFilter::default(),
+            &mut csv,
+            &Purpose::new("test", "end-to-end check"),
+        ))
+        .unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    // Three proxy requests (two blocked, one after the reload) and two DNS queries
+    // (one blocked, one after the reload): each exactly once.
+    assert_eq!(rows, 5, "{csv}");
+    assert_eq!(csv.matches(",proxy,").count(), 3, "{csv}");
+    assert_eq!(csv.matches(",dns,").count(), 2, "{csv}");
+    assert!(
+        csv.contains(&reference),
+        "the block page's reference is the stored event's id:\n{csv}"
+    );
+    assert_eq!(
+        csv.matches("casino-test.example").count() as u64,
+        rows,
+        "{csv}"
+    );
+}
