@@ -170,9 +170,10 @@ fn run_filters_reloads_and_drains_every_event() {
         csv.contains(&reference),
         "the block page's reference is the stored event's id:\n{csv}"
     );
-    assert_eq!(
-        csv.matches("casino-test.example").count() as u64,
-        rows,
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.contains(",casino-test.example,") || l.contains(",www.casino-test.example,")),
         "{csv}"
     );
 }
