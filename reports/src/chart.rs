@@ -299,7 +299,7 @@ fn categories(s: &WeeklySummary) -> Chart {
     let top = 30.0;
     let h = (top + row_h * rows.len() as f64 + 8.0).round() as u32;
     let w = WIDTH;
-    let label_w = 210.0;
+    let label_w = 236.0;
     let bar_max = w as f64 - label_w - 120.0;
     let max = rows.iter().map(|c| c.blocked).max().unwrap_or(0).max(1);
     let mut svg = open(w, h, "Blocked and flagged by category");
@@ -312,8 +312,8 @@ fn categories(s: &WeeklySummary) -> Chart {
         let bw =
             (bar_max * c.blocked as f64 / max as f64).max(if c.blocked > 0 { 2.0 } else { 0.0 });
         let mut label = c.category.label().to_owned();
-        if label.chars().count() > 30 {
-            label = label.chars().take(29).collect::<String>() + "…";
+        if label.chars().count() > 34 {
+            label = label.chars().take(33).collect::<String>() + "…";
         }
         let _ = write!(
             svg,

@@ -218,7 +218,7 @@ pub fn at_a_glance(s: &WeeklySummary) -> Vec<(bool, String)> {
             out.push((
                 !ok,
                 format!(
-                    "The filter was up {:.1}% of the week{}.",
+                    "The filter was up {:.2}% of the week{}.",
                     h.uptime * 100.0,
                     if ok {
                         " and healthy"
@@ -282,7 +282,7 @@ fn th(label: &str, right: bool) -> Markup {
 fn td(v: &str, right: bool) -> Markup {
     let align = if right { "right" } else { "left" };
     html! {
-        td align=(align) style={"font-size:14px;color:" (INK) ";padding:6px;border-bottom:1px solid " (LINE) ";"} { (v) }
+        td align=(align) style={"font-size:13px;color:" (INK) ";padding:5px 6px;border-bottom:1px solid " (LINE) ";"} { (v) }
     }
 }
 
@@ -352,6 +352,32 @@ fn document(s: &WeeklySummary, charts: &[Chart], mode: ChartMode) -> String {
                             }
                         }
                     } }
+                    // Safeguarding
+                    (card("Safeguarding", html! {
+                        table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                            tr { (th("Flags by severity", false)) (th("This week", true)) }
+                            @for (sev, n) in [(Severity::Critical, s.safeguarding.critical), (Severity::High, s.safeguarding.high), (Severity::Medium, s.safeguarding.medium), (Severity::Low, s.safeguarding.low)] {
+                                tr { (td(severity_label(sev), false)) (td(&thousands(n), true)) }
+                            }
+                        }
+                        p style={"font-size:14px;color:" (INK) ";margin:10px 0 0 0;"} {
+                            (thousands(s.safeguarding.episodes)) " episode" (plural(s.safeguarding.episodes)) " at " (s.safeguarding.alert_severity.name()) " severity or above, involving "
+                            (thousands(s.safeguarding.people)) (if s.safeguarding.people == 1 { " person" } else { " people" }) "."
+                            @if s.safeguarding.truncated { " (At least: the week had more flags than a summary reads.)" }
+                        }
+                        @if let Some(i) = &s.incidents {
+                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:12px;" {
+                                tr { (th("E-safety incidents", false)) (th("Opened", true)) (th("In progress", true)) (th("Closed", true)) }
+                                tr { (td("This week", false)) (td(&thousands(i.opened), true)) (td(&thousands(i.in_progress), true)) (td(&thousands(i.closed), true)) }
+                            }
+                        } @else {
+                            p style={"font-size:13px;color:" (MUTED) ";margin:8px 0 0 0;"} { "The incident log was not available to this summary." }
+                        }
+                        p style={"font-size:13px;color:" (MUTED) ";margin:10px 0 0 0;"} {
+                            "Names are never included in this email. The details are in the dashboard, for the safeguarding lead: "
+                            a href=(review) style={"color:" (ACCENT) ";"} { (review) }
+                        }
+                    }))
                     // Trend
                     (card("This week against the previous four", html! {
                         @if let Some(c) = chart("trend") { (chart_markup(c, mode)) }
@@ -385,11 +411,43 @@ fn document(s: &WeeklySummary, charts: &[Chart], mode: ChartMode) -> String {
                             p style={"font-size:14px;color:" (MUTED) ";"} { "Nothing was blocked or flagged this week." }
                         } @else {
                             @if let Some(c) = chart("categories") { (chart_markup(c, mode)) }
+                            // Two columns side by side: the whole list in half the height.
+                            @let half = s.categories.len().div_ceil(2);
                             table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:10px;" {
-                                tr { (th("Category", false)) (th("Blocked", true)) (th("Flagged", true)) }
-                                @for c in &s.categories {
-                                    tr { (td(c.category.label(), false)) (td(&thousands(c.blocked), true)) (td(&thousands(c.flagged), true)) }
+                                tr {
+                                    (th("Category", false)) (th("Blocked", true)) (th("Flagged", true))
+                                    th style="width:18px;" {}
+                                    (th("Category", false)) (th("Blocked", true)) (th("Flagged", true))
                                 }
+                                @for i in 0..half {
+                                    tr {
+                                        @if let Some(c) = s.categories.get(i) {
+                                            (td(c.category.label(), false)) (td(&thousands(c.blocked), true)) (td(&thousands(c.flagged), true))
+                                        }
+                                        td {}
+                                        @if let Some(c) = s.categories.get(half + i) {
+                                            (td(c.category.label(), false)) (td(&thousands(c.blocked), true)) (td(&thousands(c.flagged), true))
+                                        } @else {
+                                            td {} td {} td {}
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }))
+                    // Bypass
+                    (card("Attempts to get round the filter", html! {
+                        @if s.bypass.is_empty() {
+                            p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "None this week." }
+                        } @else {
+                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                                tr { (th("Kind", false)) (th("Attempts", true)) (th("Devices", true)) (th("Signed-in users", true)) }
+                                @for b in &s.bypass {
+                                    tr { (td(b.kind.label(), false)) (td(&thousands(b.attempts), true)) (td(&thousands(b.devices), true)) (td(&thousands(b.users), true)) }
+                                }
+                            }
+                            @if s.bypass.iter().any(|b| b.kind == BypassKind::DomainFronting) {
+                                p style={"font-size:12px;color:" (MUTED) ";margin:8px 0 0 0;"} { "Domain fronting disguises a proxy as an ordinary site; those attempts are also counted under proxies." }
                             }
                         }
                     }))
@@ -400,7 +458,7 @@ fn document(s: &WeeklySummary, charts: &[Chart], mode: ChartMode) -> String {
                                 tr { (th("Role", false)) (th("Requests", true)) (th("Blocked", true)) (th("Flagged", true)) }
                                 @for r in &s.roles {
                                     tr {
-                                        td style={"font-size:14px;color:" (INK) ";padding:6px;border-bottom:1px solid " (LINE) ";"} {
+                                        td style={"font-size:13px;color:" (INK) ";padding:5px 6px;border-bottom:1px solid " (LINE) ";"} {
                                             (r.role)
                                             @if !r.description.is_empty() { br; span style={"font-size:12px;color:" (MUTED) ";"} { (r.description) } }
                                         }
@@ -423,53 +481,11 @@ fn document(s: &WeeklySummary, charts: &[Chart], mode: ChartMode) -> String {
                             }
                         }))
                     }
-                    // Bypass
-                    (card("Attempts to get round the filter", html! {
-                        @if s.bypass.is_empty() {
-                            p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "None this week." }
-                        } @else {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (th("Kind", false)) (th("Attempts", true)) (th("Devices", true)) (th("Signed-in users", true)) }
-                                @for b in &s.bypass {
-                                    tr { (td(b.kind.label(), false)) (td(&thousands(b.attempts), true)) (td(&thousands(b.devices), true)) (td(&thousands(b.users), true)) }
-                                }
-                            }
-                            @if s.bypass.iter().any(|b| b.kind == BypassKind::DomainFronting) {
-                                p style={"font-size:12px;color:" (MUTED) ";margin:8px 0 0 0;"} { "Domain fronting disguises a proxy as an ordinary site; those attempts are also counted under proxies." }
-                            }
-                        }
-                    }))
-                    // Safeguarding
-                    (card("Safeguarding", html! {
-                        table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                            tr { (th("Flags by severity", false)) (th("This week", true)) }
-                            @for (sev, n) in [(Severity::Critical, s.safeguarding.critical), (Severity::High, s.safeguarding.high), (Severity::Medium, s.safeguarding.medium), (Severity::Low, s.safeguarding.low)] {
-                                tr { (td(severity_label(sev), false)) (td(&thousands(n), true)) }
-                            }
-                        }
-                        p style={"font-size:14px;color:" (INK) ";margin:10px 0 0 0;"} {
-                            (thousands(s.safeguarding.episodes)) " episode" (plural(s.safeguarding.episodes)) " at " (s.safeguarding.alert_severity.name()) " severity or above, involving "
-                            (thousands(s.safeguarding.people)) (if s.safeguarding.people == 1 { " person" } else { " people" }) "."
-                            @if s.safeguarding.truncated { " (At least: the week had more flags than a summary reads.)" }
-                        }
-                        @if let Some(i) = &s.incidents {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:12px;" {
-                                tr { (th("E-safety incidents", false)) (th("Opened", true)) (th("In progress", true)) (th("Closed", true)) }
-                                tr { (td("This week", false)) (td(&thousands(i.opened), true)) (td(&thousands(i.in_progress), true)) (td(&thousands(i.closed), true)) }
-                            }
-                        } @else {
-                            p style={"font-size:13px;color:" (MUTED) ";margin:8px 0 0 0;"} { "The incident log was not available to this summary." }
-                        }
-                        p style={"font-size:13px;color:" (MUTED) ";margin:10px 0 0 0;"} {
-                            "Names are never included in this email. The details are in the dashboard, for the safeguarding lead: "
-                            a href=(review) style={"color:" (ACCENT) ";"} { (review) }
-                        }
-                    }))
                     // Health
                     (card("Filter health", html! {
                         @if let Some(h) = &s.health {
                             table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (td("Up", false)) (td(&format!("{:.1}% of the week", h.uptime * 100.0), true)) }
+                                tr { (td("Up", false)) (td(&format!("{:.2}% of the week", h.uptime * 100.0), true)) }
                                 tr { (td("Block lists last updated", false)) (td(&h.list_updated.map(|u| {
                                     let age = list_age_hours(s).unwrap_or(0);
                                     format!("{} ({})", local(s, u, "%a %-d %b %H:%M"), if age < 48 { format!("{age} h ago") } else { format!("{} days ago", age / 24) })
@@ -720,7 +736,7 @@ pub fn render_text(s: &WeeklySummary) -> String {
     heading(&mut o, "Filter health");
     match &s.health {
         Some(h) => {
-            line(&mut o, &format!("Up {:.1}% of the week", h.uptime * 100.0));
+            line(&mut o, &format!("Up {:.2}% of the week", h.uptime * 100.0));
             line(
                 &mut o,
                 &format!(
