@@ -121,7 +121,13 @@ pub async fn run(config_path: &Path) -> Result<()> {
         Some(proxy)
     };
 
-    let _ = (&reloader, &dns, &proxy, &store, started);
+    if config.lists.iter().any(|l| l.url.is_some()) {
+        let token = shutdown.child_token();
+        let (r, path) = (reloader.clone(), config_path.to_path_buf());
+        tasks.spawn(update_lists(r, path, token));
+    }
+
+    let _ = (&dns, &proxy, &store, started);
 
     // Reload on SIGHUP; stop on SIGTERM or Ctrl-C.
     let mut hup = signal(SignalKind::hangup())?;
@@ -175,4 +181,49 @@ async fn open_store(config: &Config) -> Result<Arc<dyn EventStore>> {
         return Ok(Arc::new(store));
     }
     schoolgate_events::open_store(&config.store).context("opening the event store")
+}
+
+/// How often URL list sources are checked for being due (each source has its own
+/// `update_hours`).
+const LIST_CHECK_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// Downloads due list sources and reloads the policy when any changed. Runs at
+/// start (so a fresh install fetches its lists) and then every 15 minutes.
+async fn update_lists(reloader: Reloader, config_path: PathBuf, shutdown: CancellationToken) {
+    loop {
+        let (r, path) = (reloader.clone(), config_path.clone());
+        let outcome = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let config = load::read_config(&path).map_err(|e| format!("{e:#}"))?;
+            let now = jiff::Timestamp::now();
+            let mut changed = 0;
+            for source in config.lists.iter().filter(|s| s.url.is_some()) {
+                if !schoolgate_lists::update::is_due(&r.cache_dir, source, now) {
+                    continue;
+                }
+                match schoolgate_lists::update::update(source, &r.cache_dir) {
+                    Ok(schoolgate_lists::update::Outcome::Updated { entries }) => {
+                        info!(list = %source.name, entries, "list downloaded");
+                        changed += 1;
+                    }
+                    Ok(_) => info!(list = %source.name, "list unchanged upstream"),
+                    Err(e) => warn!(list = %source.name, error = %e, "list update failed; keeping the previous copy"),
+                }
+            }
+            if changed > 0 {
+                r.reload(config).map_err(|e| e.to_string())?;
+            }
+            Ok(changed)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(n)) if n > 0 => info!(changed = n, "policy reloaded with the new lists"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!("list update: {e}"),
+            Err(e) => error!("list update task failed: {e}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(LIST_CHECK_EVERY) => {}
+        }
+    }
 }

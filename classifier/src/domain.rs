@@ -228,7 +228,7 @@ impl<V> EntryIndex<V> {
     }
 
     /// The most specific matching entry, if any.
-    pub fn best_match<'h>(&self, host: &'h str, path: Option<&str>) -> Option<(Specificity, &V)> {
+    pub fn best_match(&self, host: &str, path: Option<&str>) -> Option<(Specificity, &V)> {
         let mut best: Option<(Specificity, &V)> = None;
         self.for_each_match(host, path, |_, spec, v| {
             if best.as_ref().is_none_or(|(b, _)| spec > *b) {

@@ -200,12 +200,14 @@ impl PolicyBuilder {
         for e in &config.policy.never_block {
             add_local(&mut never_block, e);
         }
-        let mut stats = ListStats::default();
-        stats.per_category = Category::ALL
-            .iter()
-            .filter(|c| self.per_category[usize::from(c.id())] > 0)
-            .map(|c| (*c, self.per_category[usize::from(c.id())]))
-            .collect();
+        let mut stats = ListStats {
+            per_category: Category::ALL
+                .iter()
+                .filter(|c| self.per_category[usize::from(c.id())] > 0)
+                .map(|c| (*c, self.per_category[usize::from(c.id())]))
+                .collect(),
+            ..ListStats::default()
+        };
         for (i, name) in self.lists.iter().enumerate() {
             stats.per_list.push((name.clone(), self.per_list[i]));
         }

@@ -40,6 +40,7 @@ mod name;
 mod parse;
 mod read;
 mod report;
+pub mod update;
 mod ut1;
 
 pub use format::{Entry, Format, UnknownFormat};

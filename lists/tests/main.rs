@@ -17,5 +17,7 @@ mod properties;
 mod real_data;
 /// Five million lines in well under two seconds (release builds only).
 mod throughput;
+/// Downloading URL sources: conditional requests, refusing unsound downloads, UT1 archives.
+mod update;
 /// UT1 category folders, in the archive's layout and the flat one.
 mod ut1_folder;
