@@ -221,15 +221,15 @@ pub async fn build(app: &App, monday: Date) -> Result<WeeklySummary> {
     })
 }
 
-/// The week's summary from the cache, building it on a miss.
-pub async fn summary(app: &App, monday: Date) -> Result<Arc<WeeklySummary>> {
+/// The week's summary from the cache, building it on a miss (or when `refresh`).
+pub async fn summary(app: &App, monday: Date, refresh: bool) -> Result<Arc<WeeklySummary>> {
     let this_week = monday_of(app.clock.now().to_zoned(app.tz()).date());
     let ttl = if monday >= this_week {
         CURRENT_TTL
     } else {
         PAST_TTL
     };
-    if let Some(s) = app.summaries.get(monday, ttl) {
+    if !refresh && let Some(s) = app.summaries.get(monday, ttl) {
         return Ok(s);
     }
     let s = Arc::new(build(app, monday).await?);
@@ -256,6 +256,8 @@ pub async fn keep_warm(app: App, shutdown: CancellationToken) {
 struct WeekQuery {
     /// Any day of the week wanted (`YYYY-MM-DD`); default this week.
     week: Option<String>,
+    /// `1`: build the figures now rather than from the cache.
+    refresh: Option<String>,
 }
 
 fn monday_from(app: &App, q: &WeekQuery) -> Result<Date> {
@@ -275,7 +277,7 @@ async fn api(
 ) -> Result<axum::Json<WeeklySummary>> {
     user.require(READERS, "the weekly summary")?;
     Ok(axum::Json(
-        (*summary(&app, monday_from(&app, &q)?).await?).clone(),
+        (*summary(&app, monday_from(&app, &q)?, q.refresh.is_some()).await?).clone(),
     ))
 }
 
@@ -308,7 +310,7 @@ async fn page(
 ) -> Result<Markup> {
     user.require(READERS, "the weekly summary")?;
     let monday = monday_from(&app, &q)?;
-    let s = summary(&app, monday).await?;
+    let s = summary(&app, monday, q.refresh.is_some()).await?;
     let tz = app.tz();
     let prev = monday.checked_sub(7.days()).unwrap_or(monday);
     let next = monday.checked_add(7.days()).unwrap_or(monday);
@@ -347,7 +349,7 @@ async fn page(
             div.actions.noprint style="margin:-4px 0 16px" {
                 a.btn.secondary.small href={ "/summary?week=" (prev) } { "← Previous week" }
                 @if next <= this_week { a.btn.secondary.small href={ "/summary?week=" (next) } { "Next week →" } }
-                span.muted.small { "Figures as of " (ui::when(s.generated_at, &tz)) ". Aggregates only: no individual's browsing is shown here." }
+                span.muted.small { "Figures as of " (ui::when(s.generated_at, &tz)) " (" a href={ "/summary?week=" (monday) "&refresh=1" } { "refresh" } "). Aggregates only: no individual's browsing is shown here." }
             }
             div.stats {
                 (ui::stat("Requests", &ui::thousands(s.totals.requests), last_week.as_ref().map(|w| change(s.totals.requests, w.events)).as_deref()))

@@ -11,9 +11,17 @@ mod accounts;
 mod audit;
 /// State changes without the CSRF token are refused; public forms use double submit.
 mod csrf;
+/// The e-Safety Incident Log: escalation with evidence, closure, exports, the head's access.
+mod incidents;
 /// Health and Lists pages and their JSON.
 mod pages;
 /// The policy editor: matrix saves, refused reloads, comments kept, versions, Test a URL.
 mod policy;
+/// The DSL's review: episodes, the browsing around them, acknowledge, notes, timeline, search.
+mod review;
+/// The headteacher's weekly summary.
+mod summary;
 /// HTTPS with a certificate: TLS serving, Secure cookies, HSTS.
 mod tls;
+/// The public wrong-block form, its rate limit, and the network manager's queue.
+mod wrong_blocks;

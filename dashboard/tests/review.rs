@@ -1,0 +1,185 @@
+use http::StatusCode;
+use jiff::{SignedDuration, Timestamp};
+use schoolgate_dashboard::Role;
+
+use crate::support::Harness;
+
+fn ago(mins: i64) -> Timestamp {
+    Timestamp::now() - SignedDuration::from_mins(mins)
+}
+
+#[tokio::test]
+async fn flagged_access_is_grouped_into_episodes_ranked_by_severity() {
+    let h = Harness::start().await;
+    h.seed_episode("p.brown", ago(240)).await;
+    h.seed_episode("k.singh", ago(60)).await;
+    let mut dsl = h.login(Role::EsafetyLead).await;
+    let eps = dsl.get("/api/review").await;
+    assert_eq!(eps.status, StatusCode::OK, "{}", eps.body);
+    let eps = eps.json();
+    let eps = eps.as_array().expect("list");
+    // One episode per pupil (the three flagged requests are minutes apart), not
+    // one row per request.
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    for e in eps {
+        assert_eq!(e["severity"], "high");
+        assert_eq!(e["events"], 3);
+        assert_eq!(e["status"]["status"], "new");
+        assert!(e["search_terms"][0] == "how to hurt myself");
+    }
+    // Newest first among equal severity.
+    assert_eq!(eps[0]["label"], "k.singh");
+    let page = dsl.get("/review").await;
+    assert!(page.body.contains("k.singh") && page.body.contains("how to hurt myself"));
+}
+
+#[tokio::test]
+async fn an_episode_shows_the_browsing_around_it_and_is_audited() {
+    let h = Harness::start().await;
+    h.seed_episode("p.brown", ago(120)).await;
+    let mut dsl = h.login(Role::EsafetyLead).await;
+    let ep = &dsl.get("/api/review").await.json()[0];
+    let (from, to) = (
+        ep["first"]
+            .as_str()
+            .expect("first")
+            .parse::<Timestamp>()
+            .expect("ts"),
+        ep["last"]
+            .as_str()
+            .expect("last")
+            .parse::<Timestamp>()
+            .expect("ts"),
+    );
+    let url = format!(
+        "/api/review/episode?subject=user:p.brown&from={}&to={}",
+        from.as_millisecond(),
+        to.as_millisecond()
+    );
+    let v = dsl.get(&url).await.json();
+    // All seven requests of the seeded 18 minutes are within ±30 minutes.
+    assert_eq!(v["timeline"].as_array().expect("timeline").len(), 7);
+    assert_eq!(v["context_minutes"], 30);
+    let page = dsl
+        .get(&url.replace("/api/review/episode", "/review/episode"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("www.wikipedia.org") && page.body.contains("nordvpn.com"));
+    let log = dsl.get("/api/audit?target=p.brown").await.json();
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"viewed flagged episode"), "{actions:?}");
+    let entry = log["entries"]
+        .as_array()
+        .expect("e")
+        .iter()
+        .find(|e| e["action"] == "viewed flagged episode")
+        .expect("entry");
+    assert_eq!(entry["actor"], "dsl.patel");
+    assert_eq!(entry["reason"], "review of a flagged episode");
+}
+
+#[tokio::test]
+async fn acknowledging_removes_an_episode_from_the_queue_and_notes_are_kept() {
+    let h = Harness::start().await;
+    h.seed_episode("p.brown", ago(90)).await;
+    let mut dsl = h.login(Role::EsafetyLead).await;
+    let ep = dsl.get("/api/review").await.json()[0].clone();
+    let from = ep["first"]
+        .as_str()
+        .expect("f")
+        .parse::<Timestamp>()
+        .expect("ts")
+        .as_millisecond();
+    let to = ep["last"]
+        .as_str()
+        .expect("l")
+        .parse::<Timestamp>()
+        .expect("ts")
+        .as_millisecond();
+    let body = serde_json::json!({ "subject": "user:p.brown", "from": from, "to": to, "text": "Form tutor informed" });
+    assert_eq!(
+        dsl.post_json("/api/review/note", &body).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        dsl.post_json("/api/review/ack", &body).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        dsl.get("/api/review")
+            .await
+            .json()
+            .as_array()
+            .expect("list")
+            .len(),
+        0
+    );
+    let all = dsl.get("/api/review?show=all").await.json();
+    assert_eq!(all[0]["status"]["status"], "acknowledged");
+    let v = dsl
+        .get(&format!(
+            "/api/review/episode?subject=user:p.brown&from={from}&to={to}"
+        ))
+        .await
+        .json();
+    assert_eq!(v["notes"][0]["text"], "Form tutor informed");
+}
+
+#[tokio::test]
+async fn timeline_and_search_find_one_persons_browsing() {
+    let h = Harness::start().await;
+    h.seed_episode("p.brown", ago(100)).await;
+    h.seed_episode("k.singh", ago(100)).await;
+    let mut dsl = h.login(Role::EsafetyLead).await;
+    let today = ago(100)
+        .to_zoned(jiff::tz::TimeZone::get("Europe/London").expect("tz"))
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let t = dsl
+        .get(&format!(
+            "/api/timeline?user=p.brown&date={today}&reason=concern+raised+by+tutor"
+        ))
+        .await;
+    assert_eq!(t.status, StatusCode::OK, "{}", t.body);
+    let t = t.json();
+    assert_eq!(t.as_array().expect("list").len(), 7);
+    assert!(
+        t.as_array()
+            .expect("list")
+            .iter()
+            .all(|e| e["user"] == "p.brown")
+    );
+    let s = dsl
+        .get("/api/search?host=bet365&category=gambling")
+        .await
+        .json();
+    assert_eq!(
+        s.as_array().expect("list").len(),
+        2,
+        "one gambling flag per pupil"
+    );
+    let s = dsl
+        .get("/api/search?user=k.singh&category=vpn")
+        .await
+        .json();
+    assert_eq!(s.as_array().expect("list").len(), 1);
+    let page = dsl.get("/search?host=selfharm").await;
+    assert!(page.body.contains("2 results"), "{}", page.body);
+    let log = dsl.get("/api/audit").await.json();
+    let e = log["entries"]
+        .as_array()
+        .expect("e")
+        .iter()
+        .find(|e| e["action"] == "viewed timeline")
+        .expect("timeline audit")
+        .clone();
+    assert_eq!(e["target"], "user p.brown");
+    assert_eq!(e["reason"], "concern raised by tutor");
+    let r = dsl.get("/api/search?category=nonsense").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
