@@ -38,7 +38,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use schoolgate_classifier::config::{SchoolConfig, SmtpConfig};
-use schoolgate_classifier::{Category, CategorySet, Config, Severity};
+use schoolgate_classifier::{Action, Category, CategorySet, Config, Severity};
 use schoolgate_events::AccessEvent;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -234,7 +234,11 @@ pub struct AlertSender {
 impl AlertSender {
     /// Offers a flagged event; clones it only when it is for alerting.
     pub fn offer(&self, event: &AccessEvent) -> Offer {
-        if event.severity.is_none_or(|s| s < self.min) {
+        // A flag without a severity counts as low (as in the review queue).
+        let severity = event
+            .severity
+            .or((event.action == Action::Flag).then_some(Severity::Low));
+        if severity.is_none_or(|s| s < self.min) {
             return Offer::Below;
         }
         match self.tx.try_send(event.clone()) {

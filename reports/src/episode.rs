@@ -69,9 +69,50 @@ pub fn group(events: &[&AccessEvent], gap: SignedDuration) -> Vec<Episode> {
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
+    use proptest::prelude::*;
     use schoolgate_events::Source;
 
     use super::*;
+
+    proptest! {
+        /// Model check: every flag lands in exactly one episode of its subject;
+        /// within an episode no two consecutive flags are more than the gap apart;
+        /// two episodes of one subject are more than the gap apart.
+        #[test]
+        fn episodes_partition_flags_by_subject_and_gap(
+            flags in proptest::collection::vec((0u8..4, 0i64..600), 0..60),
+            gap in 1i64..90,
+        ) {
+            let evs: Vec<AccessEvent> = flags
+                .iter()
+                .map(|(who, minute)| flag(Some(&format!("u{who}")), 1, *minute))
+                .collect();
+            let refs: Vec<&AccessEvent> = evs.iter().collect();
+            let gap = SignedDuration::from_mins(gap);
+            let eps = group(&refs, gap);
+            prop_assert_eq!(eps.iter().map(|e| e.flags).sum::<u64>(), evs.len() as u64);
+            for who in 0u8..4 {
+                let subject = subject_of(&flag(Some(&format!("u{who}")), 1, 0));
+                let mut times: Vec<Timestamp> = evs
+                    .iter()
+                    .filter(|e| subject_of(e) == subject)
+                    .map(|e| e.time)
+                    .collect();
+                times.sort();
+                // The model: a new episode starts wherever the gap is exceeded.
+                let expected = times
+                    .windows(2)
+                    .filter(|w| w[1].duration_since(w[0]) > gap)
+                    .count()
+                    + usize::from(!times.is_empty());
+                let mine: Vec<&Episode> = eps.iter().filter(|e| e.subject == subject).collect();
+                prop_assert_eq!(mine.len(), expected);
+                for pair in mine.windows(2) {
+                    prop_assert!(pair[1].first.duration_since(pair[0].last) > gap);
+                }
+            }
+        }
+    }
 
     fn flag(user: Option<&str>, ip: u8, minute: i64) -> AccessEvent {
         let t = Timestamp::from_second(1_800_000_000 + minute * 60).expect("valid");

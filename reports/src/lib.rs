@@ -20,20 +20,20 @@
 //! passes them in as [`WeekExtras`].
 //!
 //! # Layout
-//! - [`week`]: `IsoWeek` (`2026-W47`), its days and period in school time
-//! - [`summary`]: `WeeklySummary`, its parts, `build_summary`, scopes and recipients
-//! - [`scan`]: per-school breakdowns counted from the export (the store's
+//! - [`week`] - `IsoWeek` (`2026-W47`), its days and period in school time
+//! - [`summary`] - `WeeklySummary`, its parts, `build_summary`, scopes and recipients
+//! - [`scan`] - per-school breakdowns counted from the export (the store's
 //!   aggregates have no school filter)
-//! - [`episode`]: grouping flags into episodes (shared by summaries and alerts)
-//! - [`chart`]: SVG charts and their PNG rasterisation
-//! - [`render`]: the HTML (email and page) and plain-text summary
-//! - [`mail`]: SMTP transport, message assembly, retry policy
-//! - [`schedule`]: `WeeklyJob`, the next run time, `SummaryArchive` / `WeekFacts`
-//! - [`alert`]: `Alerter`, `AlertSender`, episodes, cap, the delivery loop
-//! - [`outbox`]: the on-disk queue of alert deliveries
-//! - [`webhook`]: the JSON POST to Teams/Slack-style endpoints
-//! - [`cli`]: `weekly_report`
-//! - [`clock`]: wall time that tests can move with `tokio::time`
+//! - [`episode`] - grouping flags into episodes (shared by summaries and alerts)
+//! - [`chart`] - SVG charts and their PNG rasterisation
+//! - [`render`] - the HTML (email and page) and plain-text summary
+//! - [`mail`] - SMTP transport, message assembly, retry policy
+//! - [`schedule`] - `WeeklyJob`, the next run time, `SummaryArchive` / `WeekFacts`
+//! - [`alert`] - `Alerter`, `AlertSender`, episodes, cap, the delivery loop
+//! - [`outbox`] - the on-disk queue of alert deliveries
+//! - [`webhook`] - the JSON POST to Teams/Slack-style endpoints
+//! - [`cli`] - `weekly_report`
+//! - [`clock`] - wall time that tests can move with `tokio::time`
 
 pub mod alert;
 pub mod chart;
