@@ -392,7 +392,7 @@ td.locked{color:var(--crit);font-weight:600;text-align:center}
 .diff{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.82rem;white-space:pre-wrap;background:#fbfcfe;border:1px solid var(--line);border-radius:8px;padding:8px;overflow-x:auto}
 .diff .add{background:#e6f5ec;display:block}.diff .del{background:#fbe3e0;display:block}.diff .ctx{color:#77808f;display:block}
 .dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:6px}.dot.ok{background:var(--ok)}.dot.bad{background:var(--err)}.dot.warn{background:var(--warn)}
-body.bare{display:flex;align-items:flex-start;justify-content:center;padding:8vh 16px;background:linear-gradient(160deg,#eaf0fa,#f6f7fb)}
+body.bare{min-height:100vh;display:flex;align-items:flex-start;justify-content:center;padding:8vh 16px;background:linear-gradient(160deg,#eaf0fa,#f6f7fb)}
 .bare-card{background:#fff;border:1px solid var(--line);border-radius:14px;padding:28px 30px;width:100%;max-width:440px;box-shadow:0 6px 24px rgba(20,40,80,.08)}
 .bare-brand{display:flex;align-items:center;gap:8px;font-weight:700;font-size:1.25rem;color:var(--brand)}
 .bare-school{color:var(--muted);margin:2px 0 18px}

@@ -9,6 +9,8 @@ mod access;
 mod accounts;
 /// The audit log: entries for views of individuals and for changes; append-only.
 mod audit;
+/// End to end in headless Chromium (chromedriver): block a category, escalate and close, read the summary.
+mod browser;
 /// State changes without the CSRF token are refused; public forms use double submit.
 mod csrf;
 /// The e-Safety Incident Log: escalation with evidence, closure, exports, the head's access.
