@@ -294,7 +294,10 @@ fn daily(s: &WeeklySummary) -> Chart {
 
 /// The categories with the most blocked requests, flags written beside.
 fn categories(s: &WeeklySummary) -> Chart {
-    let rows: Vec<_> = s.categories.iter().take(8).collect();
+    // Bars by what they measure (blocked), so they read as a ranking.
+    let mut rows: Vec<_> = s.categories.iter().collect();
+    rows.sort_by(|a, b| b.blocked.cmp(&a.blocked).then(b.flagged.cmp(&a.flagged)));
+    rows.truncate(8);
     let row_h = 26.0;
     let top = 30.0;
     let h = (top + row_h * rows.len() as f64 + 8.0).round() as u32;
