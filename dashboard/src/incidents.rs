@@ -424,7 +424,7 @@ async fn detail_page(
         "/incidents",
         html! {
             (ui::page_head(&format!("Incident {}", i.reference), Some(&review::subject_target(i.subject.as_deref().unwrap_or("")))))
-            div.actions.noprint style="margin:0 0 14px" {
+            div.actions.noprint.mb {
                 a.btn.secondary href={ "/incidents/" (i.id) "/print" } { "Printable record" }
                 a.btn.secondary href={ "/incidents/" (i.id) "/export.csv" } { "Export evidence (CSV)" }
             }
@@ -597,8 +597,8 @@ async fn print_page(
         (DOCTYPE)
         html lang="en-GB" {
             head { meta charset="utf-8"; title { (i.reference) " · e-Safety Incident Log" } link rel="stylesheet" href="/static/app.css"; }
-            body style="background:#fff" {
-                main style="max-width:1000px;margin:0 auto" {
+            body {
+                main.print {
                     p.muted { (app.school_name()) " · e-Safety Incident Log · printed " (ui::date_time(app.clock.now(), &tz)) " by " (user.name) }
                     h1 { "Incident " (i.reference) }
                     (record(&i, &tz))

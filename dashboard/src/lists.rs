@@ -164,7 +164,7 @@ async fn page(State(app): State<App>, user: CurrentUser, Query(f): Query<Flash>)
                 (ui::stat("Keyword rules", &ui::thousands(stats.keyword_rules), None))
                 (ui::stat("Last read", &load.as_ref().map(|l| ui::when(l.at, &tz)).unwrap_or_else(|| "at start".into()), None))
             }
-            div.actions.noprint style="margin:0 0 14px" {
+            div.actions.noprint.mb {
                 form.inline method="post" action="/lists/reload" { (ui::csrf(&user)) button.btn.secondary type="submit" { "Update now (re-read every list)" } }
             }
             @match &load {

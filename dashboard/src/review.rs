@@ -422,7 +422,7 @@ async fn queue_page(
                         td { (ui::when(e.first, &tz)) @if e.last != e.first { span.muted { "–" (ui::clock_time(e.last, &tz).get(..5).unwrap_or("")) } } }
                         td { @for c in &e.categories { span.chip { (c.name()) } } }
                         td.small {
-                            @for t in &e.search_terms { div { "🔍 “" (t) "”" } }
+                            @for t in &e.search_terms { div { "Search: “" (t) "”" } }
                             @for h in &e.hosts { div.mono { (h) } }
                         }
                         td.num { (e.events) @if e.blocked > 0 { br; span.small.muted { (e.blocked) " blocked" } } }
@@ -564,7 +564,7 @@ pub fn timeline_table(
                     td.mono { (ui::clock_time(e.time, tz)) }
                     td { (ui::action_badge(e.action)) }
                     td.mono { (e.host) }
-                    td.small { @if !e.search_terms.is_empty() { "🔍 “" (e.search_terms) "”" } @else { span.mono { (e.path.chars().take(80).collect::<String>()) } } }
+                    td.small { @if !e.search_terms.is_empty() { "Search: “" (e.search_terms) "”" } @else { span.mono { (e.path.chars().take(80).collect::<String>()) } } }
                     td { @for c in e.categories.iter() { span.chip { (c.name()) } } }
                     td { @if e.severity.is_some() { (ui::severity_badge(e.severity)) } }
                     td.small.muted { (e.rule) }
@@ -647,7 +647,7 @@ async fn episode_page(
                         div.actions { button.btn.secondary type="submit" { "Add note" } }
                     }
                     @for n in &v.notes {
-                        div.small style="border-top:1px solid #e3e7ee;padding-top:6px;margin-top:6px" { strong { (n.actor) } span.muted { " · " (ui::when(n.time, &tz)) } div { (n.text) } }
+                        div.small.note { strong { (n.actor) } span.muted { " · " (ui::when(n.time, &tz)) } div { (n.text) } }
                     }
                 }
             }
@@ -1099,7 +1099,7 @@ async fn search_page(
                                 td { (ui::when(e.time, &tz)) }
                                 td { a href={ "/timeline?subject=" (ui::url_encode(&s)) "&date=" (e.time.to_zoned(tz.clone()).strftime("%Y-%m-%d")) } { (e.user.clone().unwrap_or_else(|| e.client_ip.to_string())) } }
                                 td { (ui::action_badge(e.action)) }
-                                td.mono { (e.host) @if !e.search_terms.is_empty() { br; span.small { "🔍 “" (e.search_terms) "”" } } }
+                                td.mono { (e.host) @if !e.search_terms.is_empty() { br; span.small { "Search: “" (e.search_terms) "”" } } }
                                 td { @for c in e.categories.iter() { span.chip { (c.name()) } } }
                                 td { @if e.severity.is_some() { (ui::severity_badge(e.severity)) } }
                             }

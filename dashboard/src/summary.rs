@@ -346,7 +346,7 @@ async fn page(
         "/summary",
         html! {
             (ui::page_head("Weekly summary", Some(&format!("{} · week of {} to {}", s.school, monday.strftime("%A %-d %B"), sunday.strftime("%A %-d %B %Y")))))
-            div.actions.noprint style="margin:-4px 0 16px" {
+            div.actions.noprint.neg {
                 a.btn.secondary.small href={ "/summary?week=" (prev) } { "← Previous week" }
                 @if next <= this_week { a.btn.secondary.small href={ "/summary?week=" (next) } { "Next week →" } }
                 span.muted.small { "Figures as of " (ui::when(s.generated_at, &tz)) " (" a href={ "/summary?week=" (monday) "&refresh=1" } { "refresh" } "). Aggregates only: no individual's browsing is shown here." }

@@ -345,7 +345,7 @@ th{font-size:.78rem;text-transform:uppercase;letter-spacing:.04em;color:var(--mu
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .table-wrap{overflow-x:auto;border:1px solid var(--line);border-radius:10px;background:var(--card);margin-bottom:16px}
 .table-wrap table{border:0}.table-wrap tr:last-child td{border-bottom:0}
-tr.flagged td{background:#fff7e8}tr.blocked td{background:#fdf0ef}tr.focus td{box-shadow:inset 3px 0 0 var(--high)}
+tr.flagged td{background:#fff7e8}tr.blocked td{background:#fdf0ef}tr.focus td:first-child{box-shadow:inset 4px 0 0 var(--high)}
 .badge{display:inline-block;border-radius:4px;padding:1px 7px;font-size:.78rem;font-weight:600;color:#fff;white-space:nowrap}
 .sev-critical{background:var(--crit)}.sev-high{background:var(--high)}.sev-medium{background:var(--med)}.sev-low{background:var(--low)}.sev-none{background:#b8c0cc}
 .act-block{background:var(--err)}.act-flag{background:var(--warn)}.act-allow{background:var(--ok)}.act-rewrite{background:#6b5bd2}
@@ -387,7 +387,8 @@ td.locked{color:var(--crit);font-weight:600;text-align:center}
 .chart{width:100%;height:auto;display:block}
 .chart text{font-family:inherit;font-size:11px;fill:#5d6778}
 .legend{display:flex;gap:14px;font-size:.85rem;color:var(--muted);margin-top:4px}
-.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
+.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}.lg-blocked{background:#c0392b}.lg-flagged{background:#d68910}.lg-total{background:#1f5fbf}
+main.print{max-width:1000px;margin:0 auto}.mt0{margin:0}.mb{margin:0 0 14px}.neg{margin:-4px 0 16px}.grow{flex:1;min-width:260px}.note{border-top:1px solid var(--line);padding-top:6px;margin-top:6px}
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;font-size:.93rem}.kv dt{color:var(--muted)}.kv dd{margin:0}
 .diff{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.82rem;white-space:pre-wrap;background:#fbfcfe;border:1px solid var(--line);border-radius:8px;padding:8px;overflow-x:auto}
 .diff .add{background:#e6f5ec;display:block}.diff .del{background:#fbe3e0;display:block}.diff .ctx{color:#77808f;display:block}

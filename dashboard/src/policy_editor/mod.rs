@@ -388,7 +388,7 @@ fn matrix_view(
                                     @for r in &roles {
                                         @let cell = edit::cell(&cur.config, r, *c);
                                         @if cell.locked {
-                                            td.locked title="Always blocked for every role (IWF / CTIRU lists); cannot be changed" { "🔒 Always blocked" }
+                                            td.locked title="Always blocked for every role (IWF / CTIRU lists); cannot be changed" { "Always blocked" }
                                         } @else {
                                             td {
                                                 select name={ "c." (r) "." (c.name()) } data-initial=(cell.effective.to_string()) class=(cell.effective.class()) aria-label={ (r) ": " (c.label()) } {
@@ -407,7 +407,7 @@ fn matrix_view(
                     }
                 }
                 div.savebar {
-                    label for="reason" style="margin:0" { "Why" }
+                    label.mt0 for="reason" { "Why" }
                     input #reason type="text" name="reason" placeholder="e.g. Gambling adverts during Year 9 lessons (ticket 412)" required maxlength="500";
                     span #changed-count.muted.small {}
                     button.btn type="submit" { "Save and apply" }
@@ -1031,7 +1031,7 @@ async fn test_page(
         html! {
             (ui::page_head("Test a URL", Some("What every role gets for a URL or host, and why: the same engine the filter runs.")))
             form.card.filters method="get" action="/policy/test" {
-                div style="flex:1;min-width:260px" { label for="url" { "URL or host" } input #url type="text" name="url" value=[url] placeholder="https://www.bet365.com/ or youtube.com" autofocus; }
+                div.grow { label for="url" { "URL or host" } input #url type="text" name="url" value=[url] placeholder="https://www.bet365.com/ or youtube.com" autofocus; }
                 div { label for="at" { "At (school time)" } input #at type="datetime-local" name="at" value=(at_value); }
                 div { button.btn type="submit" { "Test" } }
             }
