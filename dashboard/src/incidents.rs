@@ -163,7 +163,10 @@ pub fn opened_closed(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<(u64
     ))
 }
 
-fn fetch(conn: &Connection, id: i64) -> Result<Option<(Incident, Vec<Update>, Vec<AccessEvent>)>> {
+/// An incident, its updates and its evidence.
+type Record = (Incident, Vec<Update>, Vec<AccessEvent>);
+
+fn fetch(conn: &Connection, id: i64) -> Result<Option<Record>> {
     let sql = format!("SELECT {COLS} FROM incidents WHERE id = ?1");
     let Some(i) = conn.query_row(&sql, [id], row).optional()? else {
         return Ok(None);

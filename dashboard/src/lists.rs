@@ -149,7 +149,7 @@ async fn page(State(app): State<App>, user: CurrentUser, Query(f): Query<Flash>)
     let stats = p.stats().clone();
     let cur = policy_editor::current(&app).await?;
     let mut per_cat = stats.per_category.clone();
-    per_cat.sort_by(|a, b| b.1.cmp(&a.1));
+    per_cat.sort_by_key(|c| std::cmp::Reverse(c.1));
     Ok(ui::page(
         &app,
         &user,

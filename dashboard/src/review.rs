@@ -135,7 +135,7 @@ impl Episode {
 
 /// Groups flagged events into episodes (events in any order).
 pub fn episodes(mut events: Vec<AccessEvent>) -> Vec<Episode> {
-    events.sort_by(|a, b| (subject_key(a), a.time, a.id).cmp(&(subject_key(b), b.time, b.id)));
+    events.sort_by_key(|e| (subject_key(e), e.time, e.id));
     let mut out: Vec<Episode> = Vec::new();
     let mut current: Option<(String, Vec<AccessEvent>)> = None;
     for e in events {
@@ -215,10 +215,10 @@ fn episode_of(subject: String, run: Vec<AccessEvent>) -> Episode {
 }
 
 /// The review marks on `ids`: (status, actor, incident).
-fn marks(
-    conn: &Connection,
-    ids: &[String],
-) -> Result<HashMap<String, (String, String, Option<i64>)>> {
+/// A review mark: status, who, and the incident it was escalated to.
+type Mark = (String, String, Option<i64>);
+
+fn marks(conn: &Connection, ids: &[String]) -> Result<HashMap<String, Mark>> {
     let mut out = HashMap::new();
     for chunk in ids.chunks(500) {
         let placeholders = vec!["?"; chunk.len()].join(",");
@@ -1008,7 +1008,7 @@ pub async fn search(app: &App, user: &CurrentUser, q: &SearchQuery) -> Result<Ve
             && host.as_deref().is_none_or(|h| e.host.contains(h))
             && category.is_none_or(|c| e.categories.contains(c))
     });
-    events.sort_by(|a, b| b.time.cmp(&a.time));
+    events.sort_by_key(|e| std::cmp::Reverse(e.time));
     let target = subject
         .as_ref()
         .map(|s| s.to_string())

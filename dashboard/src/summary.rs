@@ -111,10 +111,10 @@ impl Cache {
 
     fn put(&self, s: Arc<WeeklySummary>) {
         if let Ok(mut w) = self.weeks.lock() {
-            if w.len() >= CACHED_WEEKS {
-                if let Some(oldest) = w.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k) {
-                    w.remove(&oldest);
-                }
+            if w.len() >= CACHED_WEEKS
+                && let Some(oldest) = w.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k)
+            {
+                w.remove(&oldest);
             }
             w.insert(s.week_start, (Instant::now(), s));
         }
@@ -323,7 +323,7 @@ async fn page(
         .filter(|c| c.blocked > 0 && !c.key.is_empty())
         .map(|c| (c.key.clone(), c.blocked))
         .collect();
-    blocked_cats.sort_by(|a, b| b.1.cmp(&a.1));
+    blocked_cats.sort_by_key(|c| std::cmp::Reverse(c.1));
     blocked_cats.truncate(12);
     let mut flagged_cats: Vec<(String, u64)> = s
         .by_category
@@ -331,7 +331,7 @@ async fn page(
         .filter(|c| c.flagged > 0 && !c.key.is_empty())
         .map(|c| (c.key.clone(), c.flagged))
         .collect();
-    flagged_cats.sort_by(|a, b| b.1.cmp(&a.1));
+    flagged_cats.sort_by_key(|c| std::cmp::Reverse(c.1));
     flagged_cats.truncate(12);
     let labels: Vec<String> = s
         .trend

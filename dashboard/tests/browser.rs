@@ -332,8 +332,7 @@ async fn an_esafety_lead_escalates_an_episode_and_closes_the_incident_in_the_bro
     d.screenshot("10-incident-closed").await;
     d.goto(&format!("{}/incidents", h.base)).await;
     d.screenshot("11-incident-log").await;
-    d.goto(&url.replace("/incidents/", "/incidents/").to_string())
-        .await;
+    assert!(url.contains("/incidents/"));
     d.quit().await;
     // A tablet-sized view of the queue.
     let t = Driver::start(820, 1180).await;
