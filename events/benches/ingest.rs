@@ -1,1 +1,286 @@
-fn main() {}
+//! Sustained ingest: events/s through the whole pipeline into ClickHouse (a
+//! private 18.16 server started like the tests' one) and into SQLite, plus each
+//! store's raw insert rate for comparison. Hosts are the real popular domains from
+//! `../shared/data/benign/top.txt.gz` when present.
+//!
+//! `cargo bench -p schoolgate-events --bench ingest` (`EVENTS=n` to change the
+//! count; default 400 000 for ClickHouse, 200 000 for SQLite).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/harness/clickhouse.rs"]
+mod clickhouse_harness;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use schoolgate_classifier::config::store::{Retention, StoreConfig};
+use schoolgate_classifier::{Action, Category, CategorySet, Severity};
+use schoolgate_events::{
+    AccessEvent, Batch, BypassAttempts, ClickhouseStore, Count, EventStore, ExportFilter,
+    FlaggedQuery, GroupBy, HostCount, Period, Pipeline, PipelineTuning, PurgeReport, Purpose,
+    Source, SqliteStore, StoreError, Subject, Totals,
+};
+use tokio_util::sync::CancellationToken;
+
+fn hosts() -> Vec<String> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/benign/top.txt.gz");
+    let hosts: Vec<String> = std::fs::File::open(&path)
+        .map(|f| {
+            BufReader::new(flate2::read::GzDecoder::new(f))
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.split_once(',').map(|(_, h)| h.to_owned()))
+                .take(20_000)
+                .collect()
+        })
+        .unwrap_or_default();
+    if hosts.is_empty() {
+        (0..20_000).map(|i| format!("host{i}.example")).collect()
+    } else {
+        hosts
+    }
+}
+
+/// A realistic mix: mostly allowed, some blocked, a few flagged, a user on most.
+fn event(i: u64, hosts: &[String], start_ms: i64) -> AccessEvent {
+    let host = &hosts[(i as usize * 7919) % hosts.len()];
+    let (action, categories, severity) = match i % 50 {
+        0..=44 => (Action::Allow, CategorySet::EMPTY, None),
+        45..=47 => (Action::Block, CategorySet::of(Category::Games), None),
+        48 => (
+            Action::Block,
+            CategorySet::of(Category::Proxy),
+            Some(Severity::Medium),
+        ),
+        _ => (
+            Action::Flag,
+            CategorySet::of(Category::SelfHarm),
+            Some(Severity::High),
+        ),
+    };
+    AccessEvent::new(
+        if i % 3 == 0 {
+            Source::Dns
+        } else {
+            Source::Proxy
+        },
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            (i % 8) as u8,
+            (i / 250 % 250) as u8,
+            (i % 250) as u8 + 1,
+        )),
+        host.clone(),
+    )
+    .at(Timestamp::from_millisecond(start_ms + (i / 10) as i64).unwrap())
+    .with_school("north")
+    .with_node("node-1")
+    .with_role(["pupil-ks3", "pupil-ks4", "staff"][(i % 3) as usize])
+    .with_user(format!("user{}", i % 1500))
+    .with_method("GET")
+    .with_path(format!("/articles/{}", i % 10_000))
+    .with_action(action)
+    .with_categories(categories)
+    .with_severity(severity)
+    .with_rule("default", "allowed for pupil-ks3: no restricted category")
+    .with_status(200)
+    .with_transfer(512, 20_000 + i % 4096, 1_500)
+}
+
+fn count() -> (u64, u64) {
+    let n = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok());
+    (n.unwrap_or(400_000), n.unwrap_or(200_000))
+}
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        path: dir.join("events.sqlite"),
+        spool_dir: dir.join("spool"),
+        dead_letter: dir.join("dead-letter.jsonl"),
+        retention: Retention {
+            pseudonymise_guests: false,
+            ..Retention::default()
+        },
+        // The shipped defaults: 64 Ki queue, 10 000 per batch, 1 s.
+        ..StoreConfig::default()
+    }
+}
+
+/// Sends `n` events as fast as the pipeline drains them (the producer yields
+/// while the queue is more than half full, so nothing overflows to the spool and
+/// this measures the sustained rate), and waits until the store confirmed all.
+async fn through_pipeline(
+    label: &str,
+    store: Arc<dyn EventStore>,
+    n: u64,
+    journal: bool,
+    hosts: &[String],
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let tuning = PipelineTuning {
+        journal,
+        ..PipelineTuning::default()
+    };
+    let (tx, handle) = Pipeline::start_with(&cfg, store, CancellationToken::new(), tuning).unwrap();
+    let events: Vec<AccessEvent> = (0..n).map(|i| event(i, hosts, 1_709_528_767_089)).collect();
+    let half = (cfg.queue_capacity / 2) as u64;
+    let started = Instant::now();
+    let mut send_time = Duration::ZERO;
+    for e in events {
+        while handle.counters().queue_depth > half {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let t = Instant::now();
+        tx.send(e).unwrap();
+        send_time += t.elapsed();
+    }
+    while handle.counters().inserted < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let c = handle.counters();
+    handle.shutdown().await;
+    println!(
+        "{label:<44} {n:>8} events in {:>6.2} s = {:>9.0} events/s   (send: {:.2} µs/event; spooled {}, retried {})",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64(),
+        send_time.as_secs_f64() * 1e6 / n as f64,
+        c.spooled,
+        c.retried,
+    );
+}
+
+/// Accepts and forgets: the pipeline's own cost.
+#[derive(Debug)]
+struct NullStore;
+
+#[async_trait::async_trait]
+impl EventStore for NullStore {
+    fn name(&self) -> &'static str {
+        "null"
+    }
+    async fn insert(&self, _: &Batch) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn flagged(&self, _: &FlaggedQuery, _: &Purpose) -> Result<Vec<AccessEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn timeline(
+        &self,
+        _: &Subject,
+        _: Timestamp,
+        _: i64,
+        _: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn counts(&self, _: &Period, _: GroupBy) -> Result<Vec<Count>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn top_blocked_hosts(&self, _: &Period, _: usize) -> Result<Vec<HostCount>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn bypass_attempts(&self, _: &Period) -> Result<Vec<BypassAttempts>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn export_csv(
+        &self,
+        _: &Period,
+        _: &ExportFilter,
+        _: &mut (dyn std::io::Write + Send),
+        _: &Purpose,
+    ) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn totals(&self, _: &Period) -> Result<Totals, StoreError> {
+        Ok(Totals::default())
+    }
+    async fn purge(&self, _: Timestamp) -> Result<PurgeReport, StoreError> {
+        Ok(PurgeReport::default())
+    }
+}
+
+async fn direct(label: &str, store: &dyn EventStore, n: u64, hosts: &[String]) {
+    let events: Vec<AccessEvent> = (0..n).map(|i| event(i, hosts, 1_709_600_000_000)).collect();
+    let started = Instant::now();
+    for chunk in events.chunks(10_000) {
+        store.insert(&Batch::new(chunk.to_vec())).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{label:<44} {n:>8} events in {:>6.2} s = {:>9.0} events/s",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep
+    // that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let (ch_n, sqlite_n) = if quick { (20_000, 20_000) } else { count() };
+    let hosts = hosts();
+    println!(
+        "schoolgate-events ingest ({} hosts, {} cores)",
+        hosts.len(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    for journal in [true, false] {
+        let label = format!(
+            "pipeline -> null store (journal {})",
+            if journal { "on" } else { "off" }
+        );
+        through_pipeline(&label, Arc::new(NullStore), ch_n, journal, &hosts).await;
+    }
+
+    let ch = clickhouse_harness::ClickHouse::start();
+    for (i, journal) in [true, false].into_iter().enumerate() {
+        let store = Arc::new(ClickhouseStore::new(
+            &ch.config(&format!("bench{i}")),
+            Retention::default(),
+        ));
+        let report = store.migrate().await.unwrap();
+        if i == 0 {
+            println!("clickhouse {}", report.server.version);
+        }
+        let label = format!(
+            "pipeline -> clickhouse (journal {})",
+            if journal { "on" } else { "off" }
+        );
+        through_pipeline(&label, store, ch_n, journal, &hosts).await;
+    }
+    let store = ClickhouseStore::new(&ch.config("bench_direct"), Retention::default());
+    store.migrate().await.unwrap();
+    direct("clickhouse insert, 10k batches", &store, ch_n, &hosts).await;
+
+    for journal in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).unwrap());
+        let label = format!(
+            "pipeline -> sqlite (journal {})",
+            if journal { "on" } else { "off" }
+        );
+        through_pipeline(&label, store, sqlite_n, journal, &hosts).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).unwrap();
+    direct(
+        "sqlite insert (+rollups), 10k batches",
+        &store,
+        sqlite_n,
+        &hosts,
+    )
+    .await;
+}

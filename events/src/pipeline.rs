@@ -379,7 +379,7 @@ impl Pipeline {
             SpoolOptions {
                 max_bytes: cfg.spool_max_mb.saturating_mul(1 << 20),
                 segment_bytes: tuning.segment_bytes.max(1),
-                sync_ledger: true,
+                fsync: true,
             },
         )?;
         let pseudonymiser = if cfg.retention.pseudonymise_guests {
@@ -405,7 +405,7 @@ impl Pipeline {
                         // Bounded by the queue: acknowledged after every batch.
                         max_bytes: u64::MAX,
                         segment_bytes: tuning.segment_bytes.max(1),
-                        sync_ledger: false,
+                        fsync: false,
                     },
                 )?,
                 order: Mutex::new(()),
@@ -909,5 +909,33 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paused clock: the back-off waits within `[d/2, d]`, doubles, stops at the
+    /// cap, and ends when its time has passed; success resets it.
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert!(!b.is_waiting());
+        let mut ceiling = Duration::from_millis(100);
+        for _ in 0..8 {
+            let wait = b.fail();
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "{wait:?} vs {ceiling:?}"
+            );
+            assert!(b.is_waiting());
+            tokio::time::advance(wait).await;
+            assert!(!b.is_waiting());
+            ceiling = (ceiling * 2).min(Duration::from_secs(1));
+        }
+        b.succeed();
+        assert_eq!(b.failures, 0);
+        assert!(b.fail() <= Duration::from_millis(100));
     }
 }

@@ -19,11 +19,11 @@ impl Period {
         Period { from, to }
     }
 
-    pub(crate) fn from_ms(&self) -> i64 {
+    pub(crate) fn start_ms(self) -> i64 {
         self.from.as_millisecond()
     }
 
-    pub(crate) fn to_ms(&self) -> i64 {
+    pub(crate) fn end_ms(self) -> i64 {
         self.to.as_millisecond()
     }
 }

@@ -33,8 +33,9 @@
 //!   A segment is also `fsync`ed when it is rolled (it reaches `segment_bytes`), and
 //!   the directory when a segment is created. So a power cut loses at most the last
 //!   interval of *spooled* events.
-//! - The ledger is `fsync`ed on every write (unless `sync_ledger` is off: a lost
-//!   acknowledgement only replays deduplicated data).
+//! - The ledger is `fsync`ed on every write.
+//! - With `fsync: false` (the pipeline's journal) none of this happens: the
+//!   records survive the process, not the machine.
 //!
 //! # What a crash leaves
 //!
@@ -105,10 +106,12 @@ pub struct SpoolOptions {
     /// A segment is rolled (fsynced, closed) at this size. Smaller segments free
     /// disk sooner after an outage; larger ones mean fewer files. 32 MiB.
     pub segment_bytes: u64,
-    /// `fsync` the ledger on every acknowledgement. Losing an acknowledgement only
-    /// means replaying (deduplicated) data, so the pipeline's journal, acknowledged
-    /// after every batch, turns this off; the spool keeps it on.
-    pub sync_ledger: bool,
+    /// `fsync` at all (segments on roll and on [`Spool::sync`], the ledger on every
+    /// acknowledgement, the directory on create). The spool keeps it on. The
+    /// pipeline's journal turns it off: it guards against the *process* dying
+    /// (the page cache survives that), is written on every `send` and acknowledged
+    /// after every batch, and an `fsync` there would stall the hot path.
+    pub fsync: bool,
 }
 
 impl Default for SpoolOptions {
@@ -116,7 +119,7 @@ impl Default for SpoolOptions {
         SpoolOptions {
             max_bytes: 2048 << 20,
             segment_bytes: 32 << 20,
-            sync_ledger: true,
+            fsync: true,
         }
     }
 }
@@ -335,8 +338,10 @@ impl Spool {
             if writer.len < self.options.segment_bytes {
                 return Ok(());
             }
-            let path = segment_path(&self.dir, writer.id);
-            writer.file.sync_data().map_err(io_err(&path))?;
+            if self.options.fsync {
+                let path = segment_path(&self.dir, writer.id);
+                writer.file.sync_data().map_err(io_err(&path))?;
+            }
             inner.writer = None;
             inner.dirty = false;
         }
@@ -347,7 +352,9 @@ impl Spool {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        sync_dir(&self.dir);
+        if self.options.fsync {
+            sync_dir(&self.dir);
+        }
         inner.next_id += 1;
         inner.segments.insert(id, 0);
         inner.writer = Some(Writer { id, file, len: 0 });
@@ -480,7 +487,7 @@ impl Spool {
     }
 
     fn advance(&self, inner: &mut Inner, upto: Position) -> Result<(), SpoolError> {
-        write_ledger(&self.dir, upto, self.options.sync_ledger)?;
+        write_ledger(&self.dir, upto, self.options.fsync)?;
         inner.acked = upto;
         let done: Vec<u64> = inner
             .segments
@@ -523,17 +530,36 @@ impl Spool {
 
     /// `fsync`s the segment being written, if anything was written since the last
     /// sync.
+    ///
+    /// The `fsync` itself runs outside the spool's lock (on a second handle to the
+    /// file), so appends from senders never wait for the disk.
     pub fn sync(&self) -> Result<(), SpoolError> {
-        let mut inner = self.lock()?;
-        if !inner.dirty {
+        if !self.options.fsync {
             return Ok(());
         }
-        if let Some(writer) = &inner.writer {
-            let path = segment_path(&self.dir, writer.id);
-            writer.file.sync_data().map_err(io_err(&path))?;
+        let (file, path) = {
+            let mut inner = self.lock()?;
+            if !inner.dirty {
+                return Ok(());
+            }
+            inner.dirty = false;
+            match &inner.writer {
+                Some(writer) => {
+                    let path = segment_path(&self.dir, writer.id);
+                    let file = writer.file.try_clone().map_err(io_err(&path));
+                    (file, path)
+                }
+                None => return Ok(()),
+            }
+        };
+        let result = file.and_then(|f| f.sync_data().map_err(io_err(&path)));
+        if result.is_err()
+            && let Ok(mut inner) = self.lock()
+        {
+            // Try again next time.
+            inner.dirty = true;
         }
-        inner.dirty = false;
-        Ok(())
+        result
     }
 
     #[cfg(test)]
@@ -642,7 +668,7 @@ mod tests {
         SpoolOptions {
             max_bytes: 1 << 20,
             segment_bytes: 200,
-            sync_ledger: true,
+            fsync: true,
         }
     }
 
@@ -789,7 +815,7 @@ mod tests {
             SpoolOptions {
                 max_bytes: 100,
                 segment_bytes: 1 << 20,
-                sync_ledger: true,
+                fsync: true,
             },
         )
         .expect("open");

@@ -205,7 +205,7 @@ impl SqliteStore {
         period: Period,
         group_by: GroupBy,
     ) -> Result<Vec<Count>, StoreError> {
-        let (from, to) = (period.from_ms(), period.to_ms());
+        let (from, to) = (period.start_ms(), period.end_ms());
         let mut acc: BTreeMap<String, Count> = BTreeMap::new();
         let mut add = |key: String, events: u64, blocked: u64, flagged: u64| {
             let c = acc.entry(key.clone()).or_insert(Count {
@@ -354,8 +354,8 @@ impl EventStore for SqliteStore {
             let rows = stmt
                 .query_map(
                     params![
-                        q.period.from_ms(),
-                        q.period.to_ms(),
+                        q.period.start_ms(),
+                        q.period.end_ms(),
                         q.min_severity as u8,
                         q.school,
                         q.user,
@@ -417,8 +417,8 @@ impl EventStore for SqliteStore {
             let rows = stmt
                 .query_map(
                     params![
-                        period.from_ms(),
-                        period.to_ms(),
+                        period.start_ms(),
+                        period.end_ms(),
                         i64::try_from(n).unwrap_or(i64::MAX)
                     ],
                     |r| {
@@ -448,7 +448,7 @@ impl EventStore for SqliteStore {
             for category in CategorySet::from_bits(bypass_mask()).iter() {
                 let bits = CategorySet::of(category).bits() as i64;
                 let (attempts, users, clients) = stmt
-                    .query_row(params![period.from_ms(), period.to_ms(), bits], |r| {
+                    .query_row(params![period.start_ms(), period.end_ms(), bits], |r| {
                         Ok((
                             r.get::<_, i64>(0)?,
                             r.get::<_, i64>(1)?,
@@ -521,7 +521,7 @@ impl EventStore for SqliteStore {
                      WHERE time_ms >= ?1 AND time_ms < ?2",
                 )
                 .and_then(|mut s| {
-                    s.query_row(params![period.from_ms(), period.to_ms()], |r| {
+                    s.query_row(params![period.start_ms(), period.end_ms()], |r| {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
                     })
                 })
@@ -688,8 +688,8 @@ fn export_page(
     let rows = stmt
         .query_map(
             params![
-                period.from_ms(),
-                period.to_ms(),
+                period.start_ms(),
+                period.end_ms(),
                 filter.school,
                 subject_value,
                 filter.action.map(|a| a as u8),

@@ -27,7 +27,7 @@ pub fn id(i: u64, spacing_ms: i64) -> Ulid {
 /// Event `i`, `spacing_ms` after event `i - 1`.
 pub fn event(i: u64, spacing_ms: i64) -> AccessEvent {
     let time = ts(BASE_MS + i as i64 * spacing_ms);
-    let client = if i % 11 == 0 {
+    let client = if i.is_multiple_of(11) {
         IpAddr::V6(Ipv6Addr::new(
             0x2001,
             0xdb8,
@@ -65,7 +65,7 @@ pub fn event(i: u64, spacing_ms: i64) -> AccessEvent {
         8 => (Action::Rewrite, CategorySet::of(Category::Search), None),
         _ => {
             let bypass = [Category::Proxy, Category::Vpn, Category::Doh][(i / 10 % 3) as usize];
-            let sev = (i % 3 == 0).then_some(Severity::Medium);
+            let sev = i.is_multiple_of(3).then_some(Severity::Medium);
             (
                 Action::Block,
                 CategorySet::of(bypass).union(CategorySet::of(Category::Games)),
@@ -90,8 +90,8 @@ pub fn event(i: u64, spacing_ms: i64) -> AccessEvent {
     .with_school(["", "north", "south"][(i % 3) as usize])
     .with_node(format!("node-{}", i % 2))
     .with_role(role)
-    .with_method(if i % 4 == 0 { "A" } else { "GET" })
-    .with_path(if i % 5 == 0 {
+    .with_method(if i.is_multiple_of(4) { "A" } else { "GET" })
+    .with_path(if i.is_multiple_of(5) {
         String::new()
     } else {
         format!("/p/{i}?q=a,b")
@@ -106,11 +106,11 @@ pub fn event(i: u64, spacing_ms: i64) -> AccessEvent {
     )
     .with_status([200, 403, 0, 3][(i % 4) as usize])
     .with_transfer(i * 3, i * 1000 + 7, (i % 5000) as u32)
-    .with_cached(i % 2 == 0);
-    if i % 5 != 0 {
+    .with_cached(i.is_multiple_of(2));
+    if !i.is_multiple_of(5) {
         e = e.with_user(format!("user{}", i % 17));
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         e = e.with_device(format!("dev-{}", i % 5));
     }
     e.id = id(i, spacing_ms);

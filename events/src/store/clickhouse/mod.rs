@@ -451,7 +451,7 @@ fn time_range_sql(from_ms: i64, to_ms: i64) -> String {
 }
 
 fn period_sql(p: &Period) -> String {
-    time_range_sql(p.from_ms(), p.to_ms())
+    time_range_sql(p.start_ms(), p.end_ms())
 }
 
 /// The category ids of an event, for `ARRAY JOIN`. (18.16 cannot use a column
