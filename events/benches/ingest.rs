@@ -65,7 +65,7 @@ fn event(i: u64, hosts: &[String], start_ms: i64) -> AccessEvent {
         ),
     };
     AccessEvent::new(
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             Source::Dns
         } else {
             Source::Proxy
