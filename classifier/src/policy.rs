@@ -564,7 +564,8 @@ impl Policy {
 
         // What the request is: list categories, keyword categories, search terms.
         let mut categories = CategorySet::EMPTY;
-        let mut matches: Vec<(&str, usize, u32)> = Vec::new();
+        // A host rarely matches more than a few entries: keep them off the heap.
+        let mut matches: smallvec::SmallVec<[(&str, usize, u32); 4]> = smallvec::SmallVec::new();
         self.index.for_each_match(host, path, |suffix, spec, tag| {
             categories = categories.union(self.tags[*tag as usize].categories);
             matches.push((suffix, spec.path_len, *tag));
