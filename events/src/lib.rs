@@ -8,7 +8,9 @@
 //!   queue, a batcher that retries transient failures with back-off and sends data
 //!   errors to a dead-letter file, and [`Counters`] for the dashboard;
 //! - the disk [`spool`], where events wait while the queue is full or the store is
-//!   down, and from which they are replayed and then deleted;
+//!   down, and from which they are replayed and then deleted; the same format is
+//!   the pipeline's write-ahead journal, so an event `send` accepted survives the
+//!   filter process being killed;
 //! - the stores behind [`EventStore`]: [`SqliteStore`] (embedded, one school) and
 //!   [`ClickhouseStore`] (a school or a whole trust), which answer the dashboard's
 //!   and the reports' queries the same way;
@@ -21,7 +23,7 @@
 //!
 //! ```text
 //! event.rs          AccessEvent, Source, RetentionClass, Batch / BatchId
-//! pipeline.rs       Pipeline::start, EventSender, PipelineHandle, the batcher
+//! pipeline.rs       Pipeline::start, EventSender, PipelineHandle, the batcher, the journal
 //! spool.rs          disk spool: segments of CRC-checked records + ledger (invariants at the top)
 //! counters.rs       Counters / CountersSnapshot
 //! dead_letter.rs    the dead-letter file (JSON lines)

@@ -172,7 +172,6 @@ async fn over_the_spool_cap_allowed_events_go_first() {
     let mut cfg = store_config(dir.path());
     cfg.spool_max_mb = 1;
     cfg.queue_capacity = 1;
-    cfg.batch_size = 1;
     let store = Arc::new(MockStore::default());
     store.set_down(true);
     let (tx, handle, _) = start(&cfg, &store);
