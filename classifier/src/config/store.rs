@@ -39,8 +39,9 @@ pub struct StoreConfig {
     /// ...or after this long, whichever comes first, so the review screens are never
     /// more than a second behind.
     pub batch_timeout_ms: u64,
-    /// The spool's size limit on disk; past it the oldest *allowed* events are
-    /// dropped first and counted (blocked and flagged ones are kept).
+    /// The spool's size limit on disk; past it new *allowed* events are refused
+    /// and counted (`dropped_allowed`), while blocked and flagged ones are still
+    /// kept: the audit trail that matters is never the one cut.
     pub spool_max_mb: u64,
     pub retention: Retention,
     pub clickhouse: Option<ClickhouseConfig>,
