@@ -26,11 +26,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{Cache, CacheKey, Hit, KeyKind};
 use crate::clients::ClientTable;
 use crate::forward::Forwarder;
-use crate::handler::{self, BlockSettings, Flow};
+use crate::handler::{self, BlockSettings};
 use crate::record::{Outcome, Recorder};
 use crate::stats::{Counters, DnsStats, inc};
 use crate::tunnel;
 use crate::upstream::{Ask, Upstreams};
+use crate::verdicts::{Decision, FlowKind, Verdicts};
 use crate::wire::{self, Malformed, QueryName, Question};
 
 /// How a query arrived: decides truncation and what an over-limit client gets.
@@ -59,7 +60,7 @@ pub struct Deferred {
     ip: IpAddr,
     transport: Transport,
     started: Instant,
-    verdict: Verdict,
+    verdict: Arc<Verdict>,
     school: Arc<str>,
     device: Option<Arc<str>>,
     tunnel: bool,
@@ -77,6 +78,7 @@ pub struct DnsFilter {
     forwarder: Forwarder,
     clients: ClientTable,
     recorder: Recorder,
+    verdicts: Verdicts,
     counters: Counters,
     /// Stops the upstream receiver tasks when the filter goes away.
     shutdown: CancellationToken,
@@ -111,6 +113,7 @@ impl DnsFilter {
             ),
             clients: ClientTable::new(dns.rate_limit_qps),
             recorder: Recorder::new(events, &config.policy.node, dns.allowed_sample),
+            verdicts: Verdicts::default(),
             counters: Counters::default(),
             shutdown,
             policy: Arc::clone(&policy),
@@ -178,7 +181,7 @@ impl DnsFilter {
             refuse(out, packet, &q);
             return Step::Reply;
         }
-        let now_ms = self.forwarder.now_ms();
+        let now_ms = self.forwarder.ms_at(started);
         if !self.clients.admit(ip, now_ms) {
             inc(&self.counters.rate_limited);
             return match transport {
@@ -191,12 +194,25 @@ impl DnsFilter {
                 }
             };
         }
-        let verdict = if q.name.is_root() {
-            root_verdict(&policy, client.role)
-        } else {
-            policy.decide(&Request::host(client.role, q.name.text(), Timestamp::now()))
-        };
-        let flow = handler::flow(&policy, client.role, &q.name, &verdict);
+        let Decision { verdict, flow } =
+            self.verdicts
+                .get_or_decide(&policy, client.role, &q.name, now_ms, || {
+                    let at = Timestamp::now();
+                    let verdict = if q.name.is_root() {
+                        root_verdict(&policy, client.role)
+                    } else {
+                        policy.decide(&Request::host(client.role, q.name.text(), at))
+                    };
+                    let flow = handler::flow(&policy, client.role, &q.name, &verdict);
+                    let to_next_minute = 60_000 - at.as_millisecond().rem_euclid(60_000) as u64;
+                    (
+                        Decision {
+                            verdict: Arc::new(verdict),
+                            flow,
+                        },
+                        to_next_minute,
+                    )
+                });
         drop(policy);
         let outcome = |rcode: u8, cached: bool, canary: bool, tunnel: bool| Outcome {
             q: &q,
@@ -211,20 +227,23 @@ impl DnsFilter {
             canary,
         };
         let (key, rewrite) = match flow {
-            Flow::Block { canary } => {
+            FlowKind::Block { canary } => {
                 inc(&self.counters.blocked);
                 let rcode = handler::write_block(out, packet, &q, &self.block, &verdict, canary);
                 self.recorder
                     .record(&outcome(rcode, false, canary, false), &self.counters);
                 return Step::Reply;
             }
-            Flow::Rewrite(target) => (
-                CacheKey::new(KeyKind::SafeSearch, &q, Some(target.wire())),
-                Some(target),
-            ),
-            Flow::Forward => (CacheKey::new(KeyKind::Upstream, &q, None), None),
+            FlowKind::Rewrite(cname) => match QueryName::from_text(cname) {
+                Some(target) => (
+                    CacheKey::new(KeyKind::SafeSearch, &q, Some(target.wire())),
+                    Some(Box::new(target)),
+                ),
+                None => (CacheKey::new(KeyKind::Upstream, &q, None), None),
+            },
+            FlowKind::Forward => (CacheKey::new(KeyKind::Upstream, &q, None), None),
         };
-        let hit = self.forwarder.cached(&key);
+        let hit = self.forwarder.cached(&key, now_ms);
         let tunnel = hit.as_ref().is_none_or(|h| h.stale)
             && tunnel::looks_like_tunnel(&q.name)
             && self.clients.note_suspicious(ip, now_ms);

@@ -42,11 +42,15 @@ impl Forwarder {
 
     /// Milliseconds since start: the cache's clock.
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
     }
 
-    pub fn cached(&self, key: &CacheKey) -> Option<Hit> {
-        self.cache.get(key, self.now_ms())
+    pub fn ms_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    pub fn cached(&self, key: &CacheKey, now_ms: u64) -> Option<Hit> {
+        self.cache.get(key, now_ms)
     }
 
     /// Whether every upstream is marked down (stale answers are then served at
@@ -69,6 +73,13 @@ impl Forwarder {
         };
         let result = flight
             .get_or_init(|| async {
+                // The flight before this one may have finished (and cached its
+                // answer) between the caller's cache lookup and now.
+                if let Some(hit) = self.cache.get(key, self.now_ms())
+                    && !hit.stale
+                {
+                    return Ok(hit.answer);
+                }
                 inc(&counters.forwarded);
                 let mut attempts = Attempts::default();
                 let result = self.upstreams.query(ask, &mut attempts).await;
@@ -128,7 +139,7 @@ impl Forwarder {
             ask.cd,
             None,
         );
-        let (target, age) = match self.cached(&target_key) {
+        let (target, age) = match self.cached(&target_key, self.now_ms()) {
             Some(hit) if !hit.stale => (hit.answer, hit.age_secs),
             _ => (self.resolve(&target_key, target_ask, counters).await?, 0),
         };

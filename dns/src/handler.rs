@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use schoolgate_classifier::config::{BlockAnswer, DnsConfig};
 use schoolgate_classifier::{Category, Policy, RoleId, Rule, Verdict};
 
+use crate::verdicts::FlowKind;
 use crate::wire::{self, QueryName, Question};
 
 /// Names a device asks to learn whether the network wants it to keep using the
@@ -33,17 +34,6 @@ const SECURITY: [Category; 6] = [
     Category::Stalkerware,
 ];
 
-/// What the policy handler decided.
-#[derive(Debug)]
-pub enum Flow {
-    /// Answer here with the block answer; `canary` for a bypass canary.
-    Block { canary: bool },
-    /// Forward, answering with a CNAME to this SafeSearch host.
-    Rewrite(Box<QueryName>),
-    /// Forward as asked.
-    Forward,
-}
-
 /// The handler's settings, read from `[dns]` at start.
 #[derive(Clone, Debug)]
 pub struct BlockSettings {
@@ -64,23 +54,23 @@ impl BlockSettings {
     }
 }
 
-/// Decides the flow for a verdict.
-pub fn flow(policy: &Policy, role: RoleId, name: &QueryName, verdict: &Verdict) -> Flow {
+/// Decides the flow for a verdict: answer here (blocked, canary), forward with
+/// a SafeSearch rewrite, or forward.
+pub fn flow(policy: &Policy, role: RoleId, name: &QueryName, verdict: &Verdict) -> FlowKind {
     if is_canary(name) && (verdict.is_blocked() || policy.role(role).block.contains(Category::Doh))
     {
-        return Flow::Block { canary: true };
+        return FlowKind::Block { canary: true };
     }
     if verdict.is_blocked() {
-        return Flow::Block { canary: false };
+        return FlowKind::Block { canary: false };
     }
     // SafeSearch stays on even for a name on the role's local allow list.
-    if let Some(rw) = verdict.rewrite
-        && !rw.cname.is_empty()
-        && let Some(target) = QueryName::from_text(rw.cname)
-    {
-        return Flow::Rewrite(Box::new(target));
+    match verdict.rewrite {
+        Some(rw) if QueryName::from_text(rw.cname).is_some_and(|t| !t.is_root()) => {
+            FlowKind::Rewrite(rw.cname)
+        }
+        _ => FlowKind::Forward,
     }
-    Flow::Forward
 }
 
 pub fn is_canary(name: &QueryName) -> bool {

@@ -40,6 +40,7 @@
 //! - `clients`: per-client rate limit and tunnelling counter
 //! - `tunnel`: what a tunnel's query name looks like
 //! - `record`: queries into events, sampling
+//! - `verdicts`: recent verdicts per role and name, to the minute
 //! - `wire`: reading and writing DNS messages in place
 //! - [`stats`]: [`DnsStats`] for the health page
 //! - [`error`]: [`DnsError`], what can stop the server from starting
@@ -55,6 +56,7 @@ pub mod server;
 pub mod stats;
 mod tunnel;
 mod upstream;
+mod verdicts;
 mod wire;
 
 pub use error::DnsError;

@@ -116,11 +116,20 @@ fn zone() -> Zone {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let udp = UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream udp");
-        let addr = udp.local_addr().expect("addr");
-        let tcp = TcpListener::bind(addr).await.expect("bind upstream tcp");
+        // UDP first, then TCP on the same port; another process's connection may
+        // hold that TCP port, so try a few.
+        let mut bound = None;
+        for _ in 0..50 {
+            let udp = UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind upstream udp");
+            let addr = udp.local_addr().expect("addr");
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                bound = Some((udp, addr, tcp));
+                break;
+            }
+        }
+        let (udp, addr, tcp) = bound.expect("a port free for both UDP and TCP");
         let up = Upstream {
             addr,
             silent: Arc::new(AtomicBool::new(false)),
