@@ -1,0 +1,83 @@
+"""Medians over repetitions, the table, and the section appended to RESULTS.md."""
+
+import statistics
+
+METRICS = ("rate", "p50_ms", "p99_ms", "cpu_us", "rss_mib", "load1", "other_cores",
+           "client_cpu_us")
+
+
+def aggregate(rows):
+    """One entry per (workload, system), in the order first seen, with the median
+    of each metric over the repetitions and the per-repetition rows kept."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["workload"], r["system"]), []).append(r)
+    out = []
+    for (workload, system), rs in groups.items():
+        agg = {"workload": workload, "system": system, "unit": rs[0]["unit"], "reps": rs}
+        for m in METRICS:
+            vals = [r[m] for r in rs if r[m] is not None]
+            agg[m] = statistics.median(vals) if vals else None
+        notes = [r["note"] for r in rs if r["note"]]
+        agg["note"] = notes[0] if len(set(notes)) == 1 else "; ".join(dict.fromkeys(notes))
+        out.append(agg)
+    # The reference in each workload: the first schoolgate row.
+    ref = {}
+    for a in out:
+        if a["system"].startswith("schoolgate") and a["workload"] not in ref:
+            ref[a["workload"]] = a["rate"]
+    for a in out:
+        base = ref.get(a["workload"])
+        a["vs_sg"] = a["rate"] / base if base else None
+    return out
+
+
+def rate_text(rate, unit):
+    if unit == "MiB":
+        return f"{rate:,.0f} MiB/s"
+    per = {"query": "q/s", "request": "req/s", "URL": "URLs/s", "tunnel": "tunnels/s"}[unit]
+    if rate >= 10000:
+        return f"{rate / 1000:,.1f}k {per}"
+    return f"{rate:,.0f} {per}"
+
+
+def _num(v, fmt):
+    return "—" if v is None else format(v, fmt)
+
+
+def cpu_text(us, unit):
+    if us is None:
+        return "—"
+    per = {"MiB": "MiB", "query": "q", "request": "req", "URL": "URL", "tunnel": "tunnel"}[unit]
+    return f"{us:,.1f} µs/{per}" if us < 100 else f"{us:,.0f} µs/{per}"
+
+
+def table(aggs):
+    lines = [
+        "| workload | system | throughput | p50 ms | p99 ms | server CPU/op | peak RSS | vs schoolgate | load1 | other CPU | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for a in aggs:
+        lat50 = _num(a["p50_ms"], ".2f")
+        lat99 = _num(a["p99_ms"], ".2f")
+        vs = "—" if a["vs_sg"] is None else f"{a['vs_sg']:.2f}×"
+        lines.append(
+            f"| {a['workload']} | {a['system']} | {rate_text(a['rate'], a['unit'])} | {lat50} | "
+            f"{lat99} | {cpu_text(a['cpu_us'], a['unit'])} | {a['rss_mib']:,.0f} MiB | {vs} | "
+            f"{a['load1']:.2f} | {a['other_cores']:.2f} cores | {a['note']} |")
+    return "\n".join(lines)
+
+
+def raw_table(aggs):
+    lines = [
+        "| workload | system | rep | ops | seconds | throughput | server CPU/op | client CPU/op | peak RSS | load1 | other CPU |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for a in aggs:
+        for i, r in enumerate(a["reps"], 1):
+            lines.append(
+                f"| {r['workload']} | {r['system']} | {i} | {r['ops']:,.0f} | {r['elapsed']:.2f} | "
+                f"{rate_text(r['rate'], r['unit'])} | {cpu_text(r['cpu_us'], r['unit'])} | "
+                f"{cpu_text(r['client_cpu_us'], r['unit'])} | {r['rss_mib']:,.0f} MiB | "
+                f"{r['load1']:.2f} | {r['other_cores']:.2f} |")
+    return "\n".join(lines)
