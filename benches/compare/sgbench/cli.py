@@ -242,7 +242,7 @@ def section(a, ctx, aggs, started, load_start, load_end, argv):
         f"real (UT1 pupil categories, Block List Project, porntop; subdomains of listed names "
         f"removed) + {meta['synthetic']:,} synthetic",
         f"- classifier: {a.classifier_lines:,} URLs, the UT1 pupil categories in both systems",
-        f"- repetitions: {a.reps} (figures are medians); DNS runs {a.dns_seconds} s, HTTP runs "
+        f"- repetitions: {a.reps}{' (figures are medians)' if a.reps > 1 else ''}; DNS runs {a.dns_seconds} s, HTTP runs "
         f"{a.http_seconds} s each, wrk 1 thread × {ctx.wrk_connections} connections, dnsperf "
         f"4 clients × 200 outstanding",
         f"- load average (1/5/15 min) at start {load_start[0]:.2f}/{load_start[1]:.2f}/{load_start[2]:.2f}, "
