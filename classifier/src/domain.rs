@@ -111,8 +111,12 @@ pub fn split_entry(entry: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// An IP literal ends in a digit (IPv4) or holds a colon (IPv6); a host name's
+/// last label never is all digits, so most names skip the parse.
 fn is_ip_literal(host: &str) -> bool {
-    host.parse::<IpAddr>().is_ok()
+    let b = host.as_bytes();
+    (b.last().is_some_and(u8::is_ascii_digit) || b.contains(&b':'))
+        && host.parse::<IpAddr>().is_ok()
 }
 
 /// The suffixes of a normalised host that a domain entry could match, longest
@@ -125,7 +129,7 @@ pub fn suffixes(host: &str) -> impl Iterator<Item = &str> {
         next = if ip {
             None
         } else {
-            cur.find('.').map(|i| &cur[i + 1..])
+            cur.bytes().position(|b| b == b'.').map(|i| &cur[i + 1..])
         };
         Some(cur)
     })

@@ -214,7 +214,10 @@ impl KeywordRules {
                 } else {
                     MatchKind::LeftmostLongest
                 };
+                // A DFA: a few MB for the built-in rules, and the fastest scan
+                // on the hot path.
                 let ac = AhoCorasickBuilder::new()
+                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                     .match_kind(kind)
                     .build(patterns.iter().map(|p| p.text.as_bytes()))
                     .map_err(|e| RuleError {
@@ -265,8 +268,10 @@ fn scan_lowered(m: &Matcher, text: &str, acc: &mut Accumulator) {
     }
 }
 
-/// Per-category scores and the strongest pattern of each.
+/// Per-category scores and the strongest pattern of each; `touched` marks the
+/// categories with any score so that finishing does not walk all of them.
 struct Accumulator {
+    touched: u64,
     scores: [u16; 64],
     best: [Option<(u16, u32)>; 64],
 }
@@ -274,15 +279,32 @@ struct Accumulator {
 impl Default for Accumulator {
     fn default() -> Self {
         Accumulator {
+            touched: 0,
             scores: [0; 64],
             best: [None; 64],
         }
     }
 }
 
+/// The indexes of the set bits, lowest first.
+struct BitIter(u64);
+
+impl Iterator for BitIter {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(i)
+    }
+}
+
 impl Accumulator {
     fn add(&mut self, category: Category, weight: u16, pattern: u32) {
         let i = usize::from(category.id());
+        self.touched |= 1 << i;
         self.scores[i] = self.scores[i].saturating_add(weight);
         if self.best[i].is_none_or(|(w, _)| weight > w) {
             self.best[i] = Some((weight, pattern));
@@ -292,14 +314,14 @@ impl Accumulator {
     fn finish(self, m: Option<&Matcher>) -> KeywordMatches {
         let mut out = KeywordMatches::default();
         let Some(m) = m else { return out };
-        for c in Category::ALL {
-            let i = usize::from(c.id());
+        for i in BitIter(self.touched) {
             if self.scores[i] >= THRESHOLD
+                && let Some(c) = Category::from_id(i as u8)
                 && let Some((_, p)) = self.best[i]
             {
-                out.categories.insert(*c);
+                out.categories.insert(c);
                 out.hits.push(KeywordHit {
-                    category: *c,
+                    category: c,
                     keyword: m.patterns[p as usize].text.clone(),
                 });
             }
@@ -328,31 +350,33 @@ fn unleet(b: u8) -> u8 {
 impl Matcher {
     fn scan(&self, text: &[u8], acc: &mut Accumulator) {
         self.scan_once(text, acc);
-        if text.iter().any(|&b| unleet(b) != b) {
-            // Undo leetspeak only inside words: `p0rn` → `porn`, but a pure number
-            // stays a number so `bet365` and `1xbet` are still themselves.
-            let mut buf = text.to_vec();
-            for i in 0..buf.len() {
-                let touches_letter = (i > 0 && text[i - 1].is_ascii_alphabetic())
-                    || text.get(i + 1).is_some_and(u8::is_ascii_alphabetic);
-                if touches_letter {
-                    buf[i] = unleet(text[i]);
-                }
+        // Undo leetspeak only inside words: `p0rn` → `porn`, but a pure number
+        // stays a number so `bet365` and `1xbet` are still themselves. Most hosts
+        // and paths have no such character: find out without allocating.
+        let leet_at = |i: usize| {
+            unleet(text[i]) != text[i]
+                && ((i > 0 && text[i - 1].is_ascii_alphabetic())
+                    || text.get(i + 1).is_some_and(u8::is_ascii_alphabetic))
+        };
+        let Some(first) = (0..text.len()).find(|&i| leet_at(i)) else {
+            return;
+        };
+        let mut buf = text.to_vec();
+        for (i, b) in buf.iter_mut().enumerate().skip(first) {
+            if leet_at(i) {
+                *b = unleet(*b);
             }
-            if buf != text {
-                let mut extra = Accumulator::default();
-                self.scan_once(&buf, &mut extra);
-                // Count a category from the second pass only if the first missed it,
-                // so `casino` written plainly is not counted twice.
-                for c in Category::ALL {
-                    let i = usize::from(c.id());
-                    if acc.scores[i] < THRESHOLD
-                        && extra.scores[i] > 0
-                        && let Some((_, p)) = extra.best[i]
-                    {
-                        acc.add(*c, extra.scores[i], p);
-                    }
-                }
+        }
+        let mut extra = Accumulator::default();
+        self.scan_once(&buf, &mut extra);
+        // Count a category from the second pass only if the first missed it, so
+        // `casino` written plainly is not counted twice.
+        for i in BitIter(extra.touched) {
+            if acc.scores[i] < THRESHOLD
+                && let Some(c) = Category::from_id(i as u8)
+                && let Some((_, p)) = extra.best[i]
+            {
+                acc.add(c, extra.scores[i], p);
             }
         }
     }

@@ -57,12 +57,23 @@ pub struct UrlParts<'a> {
 impl<'a> UrlParts<'a> {
     pub fn parse(url: &'a str) -> UrlParts<'a> {
         let url = url.trim();
-        let rest = match url.find("://") {
-            Some(i) => &url[i + 3..],
-            None => url,
+        // The scheme ends at the first `://` before any `/`, `?` or `#`.
+        let b = url.as_bytes();
+        let scheme_end = b
+            .iter()
+            .position(|&c| matches!(c, b':' | b'/' | b'?' | b'#'))
+            .filter(|&i| {
+                b[i] == b':' && b.get(i + 1) == Some(&b'/') && b.get(i + 2) == Some(&b'/')
+            });
+        let rest = scheme_end.map_or(url, |i| &url[i + 3..]);
+        let rest = match rest.bytes().position(|c| c == b'#') {
+            Some(i) => &rest[..i],
+            None => rest,
         };
-        let rest = rest.split('#').next().unwrap_or(rest);
-        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let auth_end = rest
+            .bytes()
+            .position(|c| c == b'/' || c == b'?')
+            .unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(auth_end);
         // Drop any `user:pass@`.
         let authority = authority.rsplit('@').next().unwrap_or(authority);

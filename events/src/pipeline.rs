@@ -357,7 +357,8 @@ impl PipelineHandle {
 pub struct Pipeline;
 
 impl Pipeline {
-    /// Starts the pipeline for `[store]` with default tuning. Must be called
+    /// Starts the pipeline for `[store]` with default tuning (the journal as
+    /// `[store] journal` says). Must be called
     /// within a tokio runtime. Opening the spool (and the pseudonymisation key)
     /// can fail, so this returns a `Result`.
     pub fn start(
@@ -365,7 +366,11 @@ impl Pipeline {
         store: Arc<dyn EventStore>,
         shutdown: CancellationToken,
     ) -> Result<(EventSender, PipelineHandle), PipelineError> {
-        Pipeline::start_with(cfg, store, shutdown, PipelineTuning::default())
+        let tuning = PipelineTuning {
+            journal: cfg.journal,
+            ..PipelineTuning::default()
+        };
+        Pipeline::start_with(cfg, store, shutdown, tuning)
     }
 
     pub fn start_with(
