@@ -102,21 +102,11 @@ impl ProxyBuilder {
 
     pub fn build(self) -> Arc<Proxy> {
         let dialer = Arc::new(Dialer::new(self.policy.clone(), self.overrides));
-        let idle = Duration::from_secs(self.policy.load().config().proxy.idle_timeout_secs.max(1));
-        let client = |restricted| -> Pooled {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(idle)
-                .pool_max_idle_per_host(256)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(Connector {
-                    dialer: dialer.clone(),
-                    restricted,
-                })
-        };
+        let pool_idle =
+            Duration::from_secs(self.policy.load().config().proxy.idle_timeout_secs.max(1));
         Arc::new(Proxy {
-            open: client(false),
-            restricted: client(true),
+            id: NEXT_PROXY_ID.fetch_add(1, Ordering::Relaxed),
+            pool_idle,
             policy: self.policy,
             events: self.events,
             hooks: self.hooks,
@@ -131,6 +121,25 @@ impl ProxyBuilder {
     }
 }
 
+static NEXT_PROXY_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The upstream connection pools of one thread: one for guest-level roles, one
+/// for the others, so a pooled connection made for staff is never handed to a
+/// guest.
+#[derive(Debug)]
+struct Pools {
+    open: Pooled,
+    restricted: Pooled,
+}
+
+thread_local! {
+    /// Pools per proxy and thread. The server runs one single-threaded runtime
+    /// per core, and a pooled connection's task lives on the runtime that made it:
+    /// keeping pools per thread means a request never wakes another thread.
+    static POOLS: std::cell::RefCell<Vec<(u64, Arc<Pools>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The web proxy: policy, event sender, upstream pools and counters, shared by
 /// every listener and connection.
 #[derive(Debug)]
@@ -142,8 +151,9 @@ pub struct Proxy {
     view: ArcSwapOption<View>,
     generation: AtomicU64,
     pub(crate) dialer: Arc<Dialer>,
-    open: Pooled,
-    restricted: Pooled,
+    /// Identifies this proxy's entry in the per-thread pools.
+    id: u64,
+    pool_idle: Duration,
     auth_cache: Mutex<HashMap<u64, CachedUser>>,
     auth_keys: std::collections::hash_map::RandomState,
     auth_slots: Semaphore,
@@ -199,6 +209,33 @@ impl Proxy {
     /// Counters since start, for the dashboard.
     pub fn stats(&self) -> ProxyStats {
         self.stats.snapshot()
+    }
+
+    /// This thread's upstream pools, made on first use.
+    fn pools(&self) -> Arc<Pools> {
+        POOLS.with(|cell| {
+            let mut pools = cell.borrow_mut();
+            if let Some((_, p)) = pools.iter().find(|(id, _)| *id == self.id) {
+                return p.clone();
+            }
+            let client = |restricted| -> Pooled {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(self.pool_idle)
+                    .pool_max_idle_per_host(256)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(Connector {
+                        dialer: self.dialer.clone(),
+                        restricted,
+                    })
+            };
+            let p = Arc::new(Pools {
+                open: client(false),
+                restricted: client(true),
+            });
+            pools.push((self.id, p.clone()));
+            p
+        })
     }
 
     /// The settings of the current policy snapshot, derived once per snapshot.
@@ -602,10 +639,11 @@ impl Proxy {
         } else {
             (UploadBody::empty(), None)
         };
+        let pools = self.pools();
         let pool = if restricted {
-            &self.restricted
+            &pools.restricted
         } else {
-            &self.open
+            &pools.open
         };
         let sent = pool.request(Request::from_parts(parts, upload));
         let idle = view.limits.idle_timeout;

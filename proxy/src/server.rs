@@ -1,5 +1,11 @@
 //! Listeners, accept loops, connection limits and shutdown.
 //!
+//! Thread per core: [`ProxyServer::run`] starts one single-threaded tokio
+//! runtime per worker (default: one per CPU), each with its own `SO_REUSEPORT`
+//! socket per listener, so the kernel spreads connections across workers and a
+//! request (client side, upstream pool, tunnel) stays on one thread from start to
+//! end, with no cross-thread wake-ups on the hot path.
+//!
 //! Each listener has an accept loop; each accepted connection holds a permit of
 //! the global semaphore (`proxy.max_connections`: when all are taken the loop
 //! stops accepting and the kernel backlog waits) and a per-client slot
@@ -59,9 +65,11 @@ impl Listeners {
 #[derive(Debug)]
 pub struct ProxyServer {
     proxy: Arc<Proxy>,
-    listeners: Vec<(Mode, TcpListener)>,
+    /// The first socket of each listener (the others are bound by `run`).
+    listeners: Vec<(Mode, std::net::TcpListener)>,
     local: Listeners,
     grace: Duration,
+    workers: usize,
 }
 
 /// Per-client connection counts.
@@ -105,8 +113,7 @@ impl Drop for ClientSlot {
 
 impl ProxyServer {
     /// Binds the configured listeners (port 0 picks a free port: see
-    /// [`local_addrs`](ProxyServer::local_addrs)). Must be called inside the
-    /// tokio runtime.
+    /// [`local_addrs`](ProxyServer::local_addrs)).
     pub fn bind(proxy: Arc<Proxy>, listeners: Listeners) -> Result<ProxyServer, BindError> {
         let mut bound = Vec::new();
         let mut local = Listeners::default();
@@ -139,11 +146,13 @@ impl ProxyServer {
         .flatten()
         .collect();
         proxy.dialer.set_local(addrs);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
         Ok(ProxyServer {
             proxy,
             listeners: bound,
             local,
             grace: Duration::from_secs(10),
+            workers,
         })
     }
 
@@ -158,39 +167,105 @@ impl ProxyServer {
         self
     }
 
-    /// Serves until `shutdown` is cancelled, then drains.
+    /// Worker threads (default: one per CPU).
+    pub fn workers(mut self, n: usize) -> ProxyServer {
+        self.workers = n.clamp(1, 64);
+        self
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains. The workers run on
+    /// their own threads; this future completes when all of them have stopped.
     pub async fn run(self, shutdown: CancellationToken) {
         let max = self.proxy.view().limits.max_connections;
         let permits = Arc::new(Semaphore::new(max));
         let slots = Arc::new(ClientSlots::default());
-        let mut loops = JoinSet::new();
-        for (mode, listener) in self.listeners {
-            info!(addr = ?listener.local_addr().ok(), ?mode, "proxy listening");
-            loops.spawn(accept_loop(
-                self.proxy.clone(),
-                listener,
-                mode,
-                permits.clone(),
-                slots.clone(),
-                shutdown.clone(),
-                self.grace,
-            ));
+        let mut per_worker: Vec<Vec<(Mode, std::net::TcpListener)>> =
+            (0..self.workers).map(|_| Vec::new()).collect();
+        for (mode, first) in self.listeners {
+            let Ok(addr) = first.local_addr() else {
+                continue;
+            };
+            info!(%addr, ?mode, workers = self.workers, "proxy listening");
+            for (w, list) in per_worker.iter_mut().enumerate().skip(1) {
+                match bind_std(addr) {
+                    Ok(l) => list.push((mode, l)),
+                    Err(e) => warn!(%addr, worker = w, error = %e, "extra listener socket failed"),
+                }
+            }
+            per_worker[0].push((mode, first));
         }
-        while loops.join_next().await.is_some() {}
+        // Each worker holds a sender; `recv` returns `None` once all have exited.
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::channel::<()>(1);
+        for (i, listeners) in per_worker.into_iter().enumerate() {
+            if listeners.is_empty() {
+                continue;
+            }
+            let proxy = self.proxy.clone();
+            let (permits, slots, shutdown) = (permits.clone(), slots.clone(), shutdown.clone());
+            let grace = self.grace;
+            let done = done_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("proxy-{i}"))
+                .spawn(move || {
+                    let _done = done;
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "proxy worker runtime failed");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let mut loops = JoinSet::new();
+                        for (mode, l) in listeners {
+                            match TcpListener::from_std(l) {
+                                Ok(l) => {
+                                    loops.spawn(accept_loop(
+                                        proxy.clone(),
+                                        l,
+                                        mode,
+                                        permits.clone(),
+                                        slots.clone(),
+                                        shutdown.clone(),
+                                        grace,
+                                    ));
+                                }
+                                Err(e) => warn!(error = %e, "listener unusable"),
+                            }
+                        }
+                        while loops.join_next().await.is_some() {}
+                    });
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a proxy worker thread");
+            }
+        }
+        drop(done_tx);
+        let _ = done_rx.recv().await;
     }
 }
 
-fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    bind_std(addr)
+}
+
+/// A non-blocking listening socket with `SO_REUSEPORT`, so each worker can have
+/// its own socket on the same address and the kernel balances between them.
+fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 async fn accept_loop(
