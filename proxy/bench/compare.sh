@@ -14,7 +14,9 @@
 # tunnel throughput: one bulk transfer through `curl -p` against the same
 # transfer direct. Everything runs on 127.0.0.1, every server in the foreground
 # started by this script and stopped by PID on exit. schoolgate runs with its
-# event pipeline on (every request is an event into SQLite), keyword rules on.
+# event pipeline on (every request is an event into SQLite), keyword rules on;
+# `schoolgate-nojournal` is the same with `[store] journal = false` (no per-event
+# write-ahead journal on the request path).
 #
 # The blocklist is built from /work/shared/data (or $DATA): UT1 gambling and the
 # Block List Project gambling, drugs and piracy lists, deduplicated.
@@ -124,7 +126,10 @@ wrk.headers["Host"] = os.getenv("SG_HOST")
 EOF
 
 # ----------------------------------------------------------- server starters
+# start_schoolgate [JOURNAL]: JOURNAL=false turns off the event pipeline's
+# per-event write-ahead journal (events still go to SQLite through the queue).
 start_schoolgate() {
+  rm -rf "$WORK/sg"
   mkdir -p "$WORK/sg"
   cat >"$WORK/sg/school.toml" <<EOF
 [policy]
@@ -152,6 +157,7 @@ max_connections_per_client = 10000
 path = "$WORK/sg/events.sqlite"
 spool_dir = "$WORK/sg/spool"
 dead_letter = "$WORK/sg/dead-letter.jsonl"
+journal = ${1:-true}
 
 [[lists]]
 name = "bench/blocked"
@@ -283,10 +289,11 @@ done
 DIRECT_MBPS=$(connect_mbps direct)
 CONNECT_ROWS+=("| direct (no proxy) | $DIRECT_MBPS MB/s | 100% |")
 
-for sys in ${SYSTEMS:-schoolgate squid e2guardian}; do
+for sys in ${SYSTEMS:-schoolgate schoolgate-nojournal squid e2guardian}; do
   echo "== $sys" >&2
   case $sys in
-    schoolgate) start_schoolgate; port=$SG_PORT ;;
+    schoolgate) start_schoolgate true; port=$SG_PORT ;;
+    schoolgate-nojournal) start_schoolgate false; port=$SG_PORT ;;
     squid) start_squid; port=$SQUID_PORT ;;
     e2guardian) start_e2guardian; port=$E2G_PORT ;;
   esac
@@ -297,11 +304,9 @@ for sys in ${SYSTEMS:-schoolgate squid e2guardian}; do
   done
   mbps=$(connect_mbps "$port")
   CONNECT_ROWS+=("| $sys | $mbps MB/s | $(awk -v a="$mbps" -v b="$DIRECT_MBPS" 'BEGIN { printf "%.0f%%", a / b * 100 }') |")
-  if [ $sys = schoolgate ]; then
-    stop_current
-    echo "   schoolgate $(grep -o 'stats.*' "$WORK/sg/log" | cut -c1-400)" >&2
-  else
-    stop_current
+  stop_current
+  if [ "${sys%%-*}" = schoolgate ]; then
+    echo "   $sys $(grep -o 'stats.*' "$WORK/sg/log" | cut -c1-300)" >&2
   fi
 done
 
