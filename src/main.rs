@@ -1,6 +1,7 @@
 //! The `schoolgate` binary: command line, configuration loading, wiring, shutdown.
 //! Everything it runs lives in the library crates; this file only assembles them.
 
+mod alerts;
 mod check;
 mod config_cmd;
 mod load;
@@ -38,12 +39,56 @@ enum Command {
     },
     /// Show the verdict for URLs or hosts, as the filter would decide them.
     Check(check::CheckArgs),
+    /// Dashboard accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Reports for the headteacher and governors.
+    Report {
+        #[command(subcommand)]
+        action: ReportAction,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ConfigAction {
     /// Validate the file, load every list, and print a summary.
     Check {
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create a dashboard account (or reset its password). The password is read
+    /// from standard input (prompted for on a terminal).
+    Add {
+        name: String,
+        /// network-manager, esafety-lead, headteacher or viewer.
+        #[arg(long)]
+        role: String,
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportAction {
+    /// Build the weekly summary for an ISO week (e.g. 2026-W47).
+    Weekly {
+        #[arg(long)]
+        week: String,
+        /// One school of a trust (its id); default: the school, or the whole trust.
+        #[arg(long)]
+        school: Option<String>,
+        /// Email it to the configured recipients.
+        #[arg(long, conflicts_with = "out")]
+        send: bool,
+        /// Write the HTML page to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -88,6 +133,27 @@ fn main() -> ExitCode {
             action: ConfigAction::Check { config },
         } => config_cmd::check(&config),
         Command::Check(args) => check::run(&args),
+        Command::User {
+            action: UserAction::Add { name, role, config },
+        } => user_add(&config, &name, &role),
+        Command::Report {
+            action:
+                ReportAction::Weekly {
+                    week,
+                    school,
+                    send,
+                    out,
+                    config,
+                },
+        } => runtime().and_then(|rt| {
+            rt.block_on(report_weekly(
+                &config,
+                &week,
+                school.as_deref(),
+                send,
+                out.as_deref(),
+            ))
+        }),
     };
     match result {
         Ok(code) => code,
@@ -107,5 +173,60 @@ async fn db_migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let store = schoolgate_events::ClickhouseStore::new(ch, config.store.retention.clone());
     let report = store.migrate().await?;
     println!("{report:#?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn user_add(config: &std::path::Path, name: &str, role: &str) -> anyhow::Result<ExitCode> {
+    use std::io::{BufRead, IsTerminal};
+    let mut cfg = load::read_config(config)?;
+    run::resolve_paths(&mut cfg, &load::base_dir(config));
+    let role: schoolgate_dashboard::Role = role
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--role {role}: {e}"))?;
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("password for {name}: "))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if let Some(dir) = cfg.dashboard.state.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    schoolgate_dashboard::add_user(&cfg.dashboard.state, name, role, &password)?;
+    println!(
+        "user {name} ({role}) saved in {}",
+        cfg.dashboard.state.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report_weekly(
+    config_path: &std::path::Path,
+    week: &str,
+    school: Option<&str>,
+    send: bool,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let week: schoolgate_reports::IsoWeek = week
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--week {week}: {e}"))?;
+    let mut config = load::read_config(config_path)?;
+    run::resolve_paths(&mut config, &load::base_dir(config_path));
+    let (policy, _) = load::compile_config(config.clone(), config_path)?;
+    let store = schoolgate_events::open_store(&config.store)?;
+    let summary = schoolgate_reports::weekly_report(
+        store.as_ref(),
+        &config,
+        &policy,
+        week,
+        school,
+        out,
+        send,
+    )
+    .await?;
+    if out.is_none() && !send {
+        println!("{}", schoolgate_reports::render_text(&summary));
+    }
     Ok(ExitCode::SUCCESS)
 }

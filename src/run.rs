@@ -127,7 +127,65 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tasks.spawn(update_lists(r, path, token));
     }
 
-    let _ = (&dns, &proxy, &store, started);
+    let alerter = if config.alerts.recipients.is_empty()
+        && config.alerts.webhook.is_none()
+        && config.schools.iter().all(|s| s.alert_recipients.is_empty())
+    {
+        info!("no alert recipients or webhook configured: safeguarding alerts are off");
+        None
+    } else {
+        let outbox = state_dir(&config).join("alerts");
+        let setup =
+            schoolgate_reports::AlertSetup::from_config(&config, outbox).context("[alerts]")?;
+        let (sender, handle) = schoolgate_reports::Alerter::start(setup, shutdown.child_token())
+            .context("starting the safeguarding alerter")?;
+        tasks.spawn(crate::alerts::feed(
+            store.clone(),
+            sender,
+            config.policy.node.clone(),
+            config.alerts.min_severity,
+            shutdown.child_token(),
+        ));
+        Some(handle)
+    };
+
+    if let Some(addr) = config.listen.dashboard {
+        let (dns, proxy) = (dns.clone(), proxy.clone());
+        let counters = events.clone();
+        let health: schoolgate_dashboard::HealthSource = Arc::new(move || {
+            serde_json::json!({
+                "dns": dns.as_ref().map(|d| d.stats()),
+                "proxy": proxy.as_ref().map(|p| p.stats()),
+                "pipeline": counters.counters(),
+            })
+        });
+        let dashboard =
+            schoolgate_dashboard::Dashboard::new(schoolgate_dashboard::DashboardContext {
+                policy: policy.clone(),
+                config_path: config_path.to_path_buf(),
+                reloader: reloader.clone(),
+                store: store.clone(),
+                health,
+                state_path: config.dashboard.state.clone(),
+                started_at: jiff::Timestamp::now(),
+                load_report: Some(report.clone()),
+                clock: schoolgate_dashboard::Clock::system(),
+            })
+            .context("starting the dashboard")?;
+        let bound = dashboard
+            .bind(addr)
+            .await
+            .context("binding the dashboard")?;
+        info!(addr = %bound.local_addr(), "dashboard listening");
+        let token = shutdown.child_token();
+        tasks.spawn(async move {
+            if let Err(e) = bound.run(token).await {
+                error!(error = %e, "dashboard stopped");
+            }
+        });
+    }
+
+    let _ = (started, &alerter);
 
     // Reload on SIGHUP; stop on SIGTERM or Ctrl-C.
     let mut hup = signal(SignalKind::hangup())?;
@@ -163,6 +221,16 @@ pub async fn run(config_path: &Path) -> Result<()> {
     pipeline.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+/// The folder for the filter's own state (alert outbox, list cache): beside the
+/// event store.
+fn state_dir(config: &Config) -> PathBuf {
+    config
+        .store
+        .path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn EventStore>> {

@@ -9,6 +9,7 @@ fn write_config(
     dir: &Path,
     proxy: u16,
     dns: u16,
+    dashboard: u16,
     pupil_blocks_gambling: bool,
 ) -> std::path::PathBuf {
     let block = if pupil_blocks_gambling {
@@ -26,6 +27,7 @@ contact = "the IT office"
 [listen]
 proxy = "127.0.0.1:{proxy}"
 dns = ["127.0.0.1:{dns}"]
+dashboard = "127.0.0.1:{dashboard}"
 
 [dns]
 # Nothing listens here: allowed names fail fast; blocked ones never go upstream.
@@ -82,13 +84,49 @@ fn run_filters_reloads_and_drains_every_event() {
         "# our own list\ncasino-test.example\n",
     )
     .unwrap();
-    let (pp, dp) = (free_port(), free_port());
-    let config = write_config(dir.path(), pp, dp, true);
+    let (pp, dp, wp) = (free_port(), free_port(), free_port());
+    let config = write_config(dir.path(), pp, dp, wp, true);
     let running = Running::start(&config, dir.path().join("run.log"));
     let proxy: SocketAddr = format!("127.0.0.1:{pp}").parse().unwrap();
     let dns: SocketAddr = format!("127.0.0.1:{dp}").parse().unwrap();
     wait_for_port(proxy);
     wait_for_port(dns);
+    let web: SocketAddr = format!("127.0.0.1:{wp}").parse().unwrap();
+    wait_for_port(web);
+
+    // The dashboard serves its login page; an account made with `user add` exists.
+    let login = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{web}/login"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&login.stdout), "200");
+    let mut add = std::process::Command::new(crate::support::BIN)
+        .args(["user", "add", "dsl", "--role", "esafety-lead", "--config"])
+        .arg(&config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("user dsl (esafety-lead) saved in "));
+    let bad = crate::support::schoolgate(&[
+        "user",
+        "add",
+        "x",
+        "--role",
+        "head",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
 
     // A pupil meets the block page, with a reference; staff are not blocked by it.
     let (status, body) = curl_via(proxy, "127.0.0.2", "http://www.casino-test.example/spin");
@@ -129,7 +167,7 @@ fn run_filters_reloads_and_drains_every_event() {
     assert_eq!(status, 403, "still blocked after a refused reload");
 
     // A good change takes effect on SIGHUP without a restart.
-    write_config(dir.path(), pp, dp, false);
+    write_config(dir.path(), pp, dp, wp, false);
     running.signal("HUP");
     running.wait_for_log("reloaded: the new policy is in force");
     let (status, body) = curl_via(proxy, "127.0.0.2", "http://casino-test.example/");
@@ -144,6 +182,24 @@ fn run_filters_reloads_and_drains_every_event() {
     let mut running = running;
     let status = running.child.wait().unwrap();
     assert!(status.success(), "exit: {status:?}\n{}", running.log());
+
+    // The weekly summary for this week, from the same store, as a page.
+    let iso = jiff::Zoned::now().date().iso_week_date();
+    let week = format!("{}-W{:02}", iso.year(), iso.week());
+    let page = dir.path().join("summary.html");
+    let o = crate::support::schoolgate(&[
+        "report",
+        "weekly",
+        "--week",
+        &week,
+        "--out",
+        page.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("Test Academy"), "{html}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = SqliteStore::open(dir.path().join("events.sqlite"), Default::default()).unwrap();
