@@ -317,7 +317,13 @@ pub struct QueueQuery {
     min: Option<String>,
     /// `open` (default: new episodes only) or `all`.
     show: Option<String>,
+    /// Page of the list (100 episodes a page), from 1.
+    page: Option<usize>,
 }
+
+/// Episodes on one page of the queue: a busy week is thousands of episodes, and
+/// the page must stay small and quick.
+const PAGE_SIZE: usize = 100;
 
 pub async fn queue(app: &App, user: &CurrentUser, q: &QueueQuery) -> Result<Vec<Episode>> {
     user.require(REVIEWERS, WHAT)?;
@@ -376,6 +382,17 @@ async fn queue_page(
     Query(q): Query<QueueQuery>,
 ) -> Result<Markup> {
     let eps = queue(&app, &user, &q).await?;
+    let page = q.page.unwrap_or(1).max(1);
+    let skip = (page - 1).saturating_mul(PAGE_SIZE);
+    let pages = eps.len().div_ceil(PAGE_SIZE).max(1);
+    let link = |p: usize| {
+        format!(
+            "/review?days={}&min={}&show={}&page={p}",
+            q.days.unwrap_or(7),
+            q.min.as_deref().unwrap_or("low"),
+            q.show.as_deref().unwrap_or("open")
+        )
+    };
     let tz = app.tz();
     let by_sev = |s: Severity| {
         eps.iter()
@@ -416,7 +433,7 @@ async fn queue_page(
             } @else {
                 div.table-wrap { table {
                     thead { tr { th { "Severity" } th { "Who" } th { "When" } th { "Categories" } th { "What" } th.num { "Requests" } th { "Status" } } }
-                    tbody { @for e in &eps { tr {
+                    tbody { @for e in eps.iter().skip(skip).take(PAGE_SIZE) { tr {
                         td { (ui::severity_badge(Some(e.severity))) }
                         td { a href=(e.href()) { strong { (e.label) } } br; span.small.muted { (e.role) @if let Some(d) = &e.device { " · " (d) } } }
                         td { (ui::when(e.first, &tz)) @if e.last != e.first { span.muted { "–" (ui::clock_time(e.last, &tz).get(..5).unwrap_or("")) } } }
@@ -431,6 +448,13 @@ async fn queue_page(
                         }
                     } } }
                 } }
+                @if pages > 1 {
+                    div.actions {
+                        @if page > 1 { a.btn.secondary.small href=(link(page - 1)) { "← Previous" } }
+                        span.muted.small { "Page " (page) " of " (pages) " · " (eps.len()) " episodes" }
+                        @if page < pages { a.btn.secondary.small href=(link(page + 1)) { "Next →" } }
+                    }
+                }
             }
         },
     ))
