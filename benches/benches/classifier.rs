@@ -6,9 +6,10 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use schoolgate_benches::{compile, config_with_all_lists, popular_domains, synthetic_list};
-use schoolgate_classifier::config::{ListFormat, ListSource};
-use schoolgate_classifier::{Category, Policy, Request};
+use schoolgate_benches::{
+    compile, config_with_all_lists, popular_domains, synthetic_list, synthetic_source,
+};
+use schoolgate_classifier::{Policy, Request};
 
 fn requests(policy: &Policy, c: &mut Criterion, label: &str) {
     let role = policy.role_id("pupil").expect("pupil role");
@@ -55,15 +56,7 @@ fn real_lists(c: &mut Criterion) {
 fn synthetic_5m(c: &mut Criterion) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let path = synthetic_list(&dir, 5_000_000).expect("synthetic list");
-    let extra = ListSource {
-        name: "synthetic".into(),
-        format: ListFormat::Domains,
-        path: Some(path),
-        url: None,
-        category: Some(Category::Malware),
-        only: Vec::new(),
-        update_hours: None,
-    };
+    let extra = synthetic_source(path);
     let policy = compile(config_with_all_lists(&[extra]).expect("config")).expect("policy");
     requests(&policy, c, "real + 5M synthetic");
 }

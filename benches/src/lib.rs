@@ -95,6 +95,19 @@ pub fn compile(config: Config) -> Result<Policy> {
     Ok(policy)
 }
 
+/// A `[[lists]]` source for a synthetic list file (filed under malware).
+pub fn synthetic_source(path: PathBuf) -> ListSource {
+    ListSource {
+        name: "synthetic".into(),
+        format: ListFormat::Domains,
+        path: Some(path),
+        url: None,
+        category: Some(schoolgate_classifier::Category::Malware),
+        only: Vec::new(),
+        update_hours: None,
+    }
+}
+
 /// Writes (once) a synthetic list of `n` distinct domains to `dir`, and returns
 /// its path. Names look like real ones: words, digits, a few TLDs, some subdomains.
 pub fn synthetic_list(dir: &Path, n: usize) -> Result<PathBuf> {

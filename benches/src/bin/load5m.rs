@@ -6,9 +6,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use schoolgate_benches::{compile, config_with_all_lists, rss, synthetic_list};
-use schoolgate_classifier::Category;
-use schoolgate_classifier::config::{ListFormat, ListSource};
+use schoolgate_benches::{compile, config_with_all_lists, rss, synthetic_list, synthetic_source};
 
 fn main() -> Result<()> {
     let n: usize = std::env::args()
@@ -17,15 +15,7 @@ fn main() -> Result<()> {
     let dir = std::env::temp_dir().join("schoolgate-bench");
     let path = synthetic_list(&dir, n)?;
     let (rss0, _) = rss();
-    let extra = ListSource {
-        name: "synthetic".into(),
-        format: ListFormat::Domains,
-        path: Some(path),
-        url: None,
-        category: Some(Category::Malware),
-        only: Vec::new(),
-        update_hours: None,
-    };
+    let extra = synthetic_source(path);
     let started = Instant::now();
     let policy = compile(config_with_all_lists(&[extra])?)?;
     let took = started.elapsed();
