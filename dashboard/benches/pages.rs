@@ -85,7 +85,7 @@ fn event(i: u64, now: Timestamp) -> AccessEvent {
         "login.microsoftonline.com",
     ];
     let mut e = AccessEvent::new(
-        if kind % 2 == 0 {
+        if kind.is_multiple_of(2) {
             Source::Dns
         } else {
             Source::Proxy
@@ -102,7 +102,7 @@ fn event(i: u64, now: Timestamp) -> AccessEvent {
     .with_status(200);
     e.id = ulid::Ulid::from_parts(at.as_millisecond() as u64, u128::from(i));
     if kind == 0 {
-        let (host, cat, sev) = if (h >> 50) % 3 == 0 {
+        let (host, cat, sev) = if (h >> 50).is_multiple_of(3) {
             ("selfharm-forum.example", Category::SelfHarm, Severity::High)
         } else {
             ("bet365.com", Category::Gambling, Severity::Low)
@@ -230,16 +230,6 @@ async fn run() {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
     std::fs::create_dir_all(&data).expect("bench dir");
     let store_path = data.join(format!("dashboard-{want}.sqlite"));
-    {
-        let conn = rusqlite::Connection::open(&store_path).expect("open store file");
-        let sql = if std::env::var_os("SCHOOLGATE_BENCH_FLAGGED_INDEX").is_some() {
-            "CREATE TABLE IF NOT EXISTS events (id TEXT PRIMARY KEY, time_ms INTEGER, action INTEGER, severity INTEGER); \
-             CREATE INDEX IF NOT EXISTS bench_flagged_time ON events(time_ms) WHERE action = 1 OR severity IS NOT NULL"
-        } else {
-            "DROP INDEX IF EXISTS bench_flagged_time"
-        };
-        conn.execute_batch(sql).expect("index");
-    }
     let store = Arc::new(
         SqliteStore::open(
             &store_path,
@@ -253,6 +243,15 @@ async fn run() {
         .expect("store"),
     );
     fill(&store, want).await;
+    {
+        let conn = rusqlite::Connection::open(&store_path).expect("open store file");
+        let sql = if std::env::var_os("SCHOOLGATE_BENCH_FLAGGED_INDEX").is_some() {
+            "CREATE INDEX IF NOT EXISTS bench_flagged_time ON events(time_ms) WHERE action = 1 OR severity IS NOT NULL"
+        } else {
+            "DROP INDEX IF EXISTS bench_flagged_time"
+        };
+        conn.execute_batch(sql).expect("index");
+    }
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("schoolgate.toml");
