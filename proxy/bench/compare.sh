@@ -45,8 +45,9 @@ for pkg in wrk:wrk nginx:nginx squid:squid e2guardian:e2guardian curl:curl; do
 done
 export PATH="$PATH:/usr/sbin"
 
-WORK="$(mktemp -d /tmp/sg-bench.XXXXXX)"
-chmod 755 "$WORK"
+# Lowercase only: e2guardian lowercases the paths in its list files.
+WORK="/tmp/sg-bench-$$-$(date +%s)"
+mkdir -m 755 "$WORK"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do
@@ -58,7 +59,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 wait_port() {
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 "${2:-300}"); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
@@ -215,7 +216,7 @@ start_e2guardian() {
   e2guardian -N -c "$conf" >"$WORK/e2g-stderr.log" 2>&1 &
   PID=$!
   PIDS+=($PID)
-  wait_port $E2G_PORT
+  wait_port $E2G_PORT 900 || { tail -5 "$WORK/e2g-stderr.log" >&2; return 1; }
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -291,12 +292,19 @@ CONNECT_ROWS+=("| direct (no proxy) | $DIRECT_MBPS MB/s | 100% |")
 
 for sys in ${SYSTEMS:-schoolgate schoolgate-nojournal squid e2guardian}; do
   echo "== $sys" >&2
+  started=0
   case $sys in
-    schoolgate) start_schoolgate true; port=$SG_PORT ;;
-    schoolgate-nojournal) start_schoolgate false; port=$SG_PORT ;;
-    squid) start_squid; port=$SQUID_PORT ;;
-    e2guardian) start_e2guardian; port=$E2G_PORT ;;
+    schoolgate) start_schoolgate true && started=1; port=$SG_PORT ;;
+    schoolgate-nojournal) start_schoolgate false && started=1; port=$SG_PORT ;;
+    squid) start_squid && started=1; port=$SQUID_PORT ;;
+    e2guardian) start_e2guardian && started=1; port=$E2G_PORT ;;
   esac
+  if [ $started = 0 ]; then
+    echo "   $sys did not start: skipped" >&2
+    ROWS+=("| $sys | - | did not start | - | - | - |")
+    stop_current
+    continue
+  fi
   sanity "$sys" "$port"
   for _ in $(seq 1 "$REPEAT"); do
     ROWS+=("$(run_wrk "$sys" "$port" /1k.html)")

@@ -36,10 +36,10 @@
 //! - [`proxy`]: [`Proxy`], the request pipeline (target, identity, decision,
 //!   block page, forwarding, CONNECT, WebSocket, the event)
 //! - [`hooks`]: [`ProxyHooks`], the one extension point, and [`RequestContext`]
-//! - [`server`]: [`ProxyServer`], listeners, accept loops, connection limits,
-//!   shutdown
+//! - [`server`]: [`ProxyServer`], listeners, one single-threaded runtime per
+//!   core, accept loops, connection limits, shutdown
 //! - [`head`]: the first request head, checked before hyper (400/414/431 pages)
-//! - [`transparent`]: transparent HTTPS by SNI
+//! - `transparent`: transparent HTTPS by SNI
 //! - [`clienthello`]: the strict TLS ClientHello reader
 //! - [`tunnel`]: byte splicing with counts and idle timeout
 //! - [`upstream`]: resolution, guest SSRF and loop checks, the pooled connector
