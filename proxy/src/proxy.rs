@@ -211,6 +211,10 @@ impl Proxy {
         self.stats.snapshot()
     }
 
+    pub(crate) fn hooks(&self) -> &dyn ProxyHooks {
+        self.hooks.as_ref()
+    }
+
     /// This thread's upstream pools, made on first use.
     fn pools(&self) -> Arc<Pools> {
         POOLS.with(|cell| {
@@ -930,7 +934,7 @@ impl Finish {
     }
 }
 
-fn apply_verdict(event: &mut AccessEvent, v: &Verdict) {
+pub(crate) fn apply_verdict(event: &mut AccessEvent, v: &Verdict) {
     event.action = v.action;
     event.categories = v.categories;
     event.severity = v.severity;

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::error::{ConnectError, Fault, ProxyError};
-use crate::proxy::{ConnInfo, Proxy, record_malformed_tls};
+use crate::proxy::{ConnInfo, Proxy, apply_verdict, record_malformed_tls};
 use crate::stats::Counters;
 use crate::tunnel::{self, FirstBytes};
 
@@ -81,12 +81,9 @@ pub(crate) async fn serve_tls(proxy: Arc<Proxy>, conn: Arc<ConnInfo>, mut client
     let role = client_info.role;
     ctx.role = Some(role);
     let request = schoolgate_classifier::Request::host(role, &host, ctx.event.time);
-    let verdict = view.policy.decide(&request);
-    ctx.event.action = verdict.action;
-    ctx.event.categories = verdict.categories;
-    ctx.event.severity = verdict.severity;
-    ctx.event.rule = verdict.rule.to_string();
-    ctx.event.reason = verdict.reason();
+    let mut verdict = view.policy.decide(&request);
+    proxy.hooks().verdict(&ctx, &mut verdict);
+    apply_verdict(&mut ctx.event, &verdict);
     let blocked = verdict.is_blocked();
     ctx.verdict = Some(verdict);
     if blocked {

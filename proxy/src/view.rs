@@ -191,3 +191,33 @@ fn extends_guest(config: &schoolgate_classifier::Config, name: &str) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_level_roles_are_the_default_and_guest_descendants() {
+        let text = r#"
+[policy]
+default_role = "visitor"
+[roles.visitor]
+[roles.guest]
+[roles.guest-event]
+extends = "guest"
+[roles.staff]
+"#;
+        let config = schoolgate_classifier::Config::parse("t.toml", text).expect("config");
+        let policy = Arc::new(
+            schoolgate_classifier::PolicyBuilder::new(config)
+                .build()
+                .expect("policy"),
+        );
+        let view = View::new(policy.clone(), 1);
+        let id = |n: &str| policy.role_id(n).expect("role");
+        assert!(view.is_restricted(id("visitor")));
+        assert!(view.is_restricted(id("guest")));
+        assert!(view.is_restricted(id("guest-event")));
+        assert!(!view.is_restricted(id("staff")));
+    }
+}
