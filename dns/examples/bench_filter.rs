@@ -2,8 +2,12 @@
 //! `dns/bench/dnsperf.sh` runs side by side with unbound and dnsmasq.
 //!
 //! ```text
-//! bench_filter CONFIG.toml [LIST.txt[.gz]=CATEGORY ...] [--ut1-dir DIR]
+//! bench_filter CONFIG.toml [LIST.txt[.gz]=CATEGORY ...] [--ut1-dir DIR] [--discard-events]
 //! ```
+//!
+//! `--discard-events` runs the whole event pipeline (every event is built and
+//! queued) but with a store that drops the batches, to tell the DNS path's cost
+//! from the embedded store's.
 //!
 //! Every `LIST=CATEGORY` file (one domain per line, gzip or not) is loaded
 //! under that category; every `DIR/*.txt.gz` of `--ut1-dir` (not the
@@ -22,7 +26,10 @@ use std::sync::Arc;
 
 use schoolgate_classifier::{Category, Config, PolicyBuilder};
 use schoolgate_dns::{DnsFilter, DnsServer};
-use schoolgate_events::{EventStore, Pipeline};
+use schoolgate_events::{
+    AccessEvent, Batch, BypassAttempts, Count, EventStore, ExportFilter, FlaggedQuery, GroupBy,
+    HostCount, Period, Pipeline, PurgeReport, Purpose, StoreError, Subject, Totals,
+};
 use std::io::BufRead;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -64,8 +71,11 @@ fn main() -> Result<(), Error> {
     let started = std::time::Instant::now();
     let mut b = PolicyBuilder::new(config);
     let mut entries = 0u64;
+    let mut discard_events = false;
     while let Some(arg) = args.next() {
-        if arg == "--ut1-dir" {
+        if arg == "--discard-events" {
+            discard_events = true;
+        } else if arg == "--ut1-dir" {
             let dir = PathBuf::from(args.next().ok_or("--ut1-dir needs a folder")?);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -104,7 +114,11 @@ fn main() -> Result<(), Error> {
     runtime.block_on(async move {
         let config = Arc::clone(policy.load().config());
         let shutdown = CancellationToken::new();
-        let store = schoolgate_events::open_store(&config.store)?;
+        let store: Arc<dyn EventStore> = if discard_events {
+            Arc::new(Discard)
+        } else {
+            schoolgate_events::open_store(&config.store)?
+        };
         let (events, pipeline) = Pipeline::start(
             &config.store,
             Arc::clone(&store) as Arc<dyn EventStore>,
@@ -127,4 +141,71 @@ fn main() -> Result<(), Error> {
         eprintln!("{}", serde_json::to_string(&filter.stats())?);
         Ok::<(), Error>(())
     })
+}
+
+/// A store that takes every batch and keeps nothing.
+#[derive(Debug)]
+struct Discard;
+
+#[async_trait::async_trait]
+impl EventStore for Discard {
+    fn name(&self) -> &'static str {
+        "discard"
+    }
+
+    async fn insert(&self, _batch: &Batch) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn flagged(
+        &self,
+        _q: &FlaggedQuery,
+        _p: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn timeline(
+        &self,
+        _s: &Subject,
+        _around: jiff::Timestamp,
+        _minutes: i64,
+        _p: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn counts(&self, _p: &Period, _g: GroupBy) -> Result<Vec<Count>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn top_blocked_hosts(
+        &self,
+        _p: &Period,
+        _n: usize,
+    ) -> Result<Vec<HostCount>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn bypass_attempts(&self, _p: &Period) -> Result<Vec<BypassAttempts>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn export_csv(
+        &self,
+        _p: &Period,
+        _f: &ExportFilter,
+        _out: &mut (dyn std::io::Write + Send),
+        _purpose: &Purpose,
+    ) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn totals(&self, _p: &Period) -> Result<Totals, StoreError> {
+        Ok(Totals::default())
+    }
+
+    async fn purge(&self, _now: jiff::Timestamp) -> Result<PurgeReport, StoreError> {
+        Ok(PurgeReport::default())
+    }
 }

@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use arrayvec::ArrayVec;
 use hashbrown::HashTable;
 
 use crate::wire::{self, Question, Scanned};
@@ -42,8 +43,7 @@ pub enum KeyKind {
 /// A cache key on the stack: `kind | flags | qtype | qclass | name [| target]`.
 #[derive(Clone)]
 pub struct CacheKey {
-    bytes: [u8; MAX_KEY],
-    len: usize,
+    bytes: ArrayVec<u8, MAX_KEY>,
 }
 
 impl std::fmt::Debug for CacheKey {
@@ -76,8 +76,7 @@ impl CacheKey {
         target: Option<&[u8]>,
     ) -> CacheKey {
         let mut k = CacheKey {
-            bytes: [0; MAX_KEY],
-            len: 0,
+            bytes: ArrayVec::new(),
         };
         k.push(&[kind as u8, u8::from(dnssec_ok) | (u8::from(cd) << 1)]);
         k.push(&qtype.to_be_bytes());
@@ -90,14 +89,13 @@ impl CacheKey {
     }
 
     fn push(&mut self, b: &[u8]) {
-        let end = (self.len + b.len()).min(MAX_KEY);
-        let n = end - self.len;
-        self.bytes[self.len..end].copy_from_slice(&b[..n]);
-        self.len = end;
+        // Names are at most 255 bytes, so the key always fits; cut rather than fail.
+        let n = b.len().min(self.bytes.remaining_capacity());
+        let _ = self.bytes.try_extend_from_slice(&b[..n]);
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes
     }
 }
 

@@ -28,10 +28,10 @@ use crate::clients::ClientTable;
 use crate::forward::Forwarder;
 use crate::handler::{self, BlockSettings};
 use crate::record::{Outcome, Recorder};
-use crate::stats::{Counters, DnsStats, inc};
+use crate::stats::{C, Counters, DnsStats};
 use crate::tunnel;
 use crate::upstream::{Ask, Upstreams};
-use crate::verdicts::{Decision, FlowKind, Verdicts};
+use crate::verdicts::{self, Decision, FlowKind};
 use crate::wire::{self, Malformed, QueryName, Question};
 
 /// How a query arrived: decides truncation and what an over-limit client gets.
@@ -78,7 +78,6 @@ pub struct DnsFilter {
     forwarder: Forwarder,
     clients: ClientTable,
     recorder: Recorder,
-    verdicts: Verdicts,
     counters: Counters,
     /// Stops the upstream receiver tasks when the filter goes away.
     shutdown: CancellationToken,
@@ -113,7 +112,6 @@ impl DnsFilter {
             ),
             clients: ClientTable::new(dns.rate_limit_qps),
             recorder: Recorder::new(events, &config.policy.node, dns.allowed_sample),
-            verdicts: Verdicts::default(),
             counters: Counters::default(),
             shutdown,
             policy: Arc::clone(&policy),
@@ -129,6 +127,16 @@ impl DnsFilter {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Makes this thread hold the events it records until
+    /// [`DnsFilter::flush_events`] (the UDP loops, per batch).
+    pub(crate) fn hold_events_on_this_thread(&self) {
+        Recorder::hold_on_this_thread();
+    }
+
+    pub(crate) fn flush_events(&self) {
+        self.recorder.flush(&self.counters);
     }
 
     /// Answers one packet completely (waiting for upstream if need be): for
@@ -160,30 +168,42 @@ impl DnsFilter {
         transport: Transport,
         out: &mut Vec<u8>,
     ) -> Step {
-        let started = Instant::now();
+        self.answer_now_at(packet, ip, transport, out, Instant::now())
+    }
+
+    /// [`DnsFilter::answer_now`] for a packet that arrived at `started` (the UDP
+    /// loops read the clock once per batch).
+    pub(crate) fn answer_now_at(
+        &self,
+        packet: &[u8],
+        ip: IpAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+        started: Instant,
+    ) -> Step {
         let q = match wire::parse_query(packet) {
             Ok(q) => q,
             Err(m) => {
-                inc(&self.counters.malformed);
+                self.counters.inc(C::Malformed);
                 return malformed_answer(out, packet, m);
             }
         };
-        inc(&self.counters.queries);
-        inc(match transport {
-            Transport::Udp => &self.counters.udp,
-            Transport::Tcp => &self.counters.tcp,
+        self.counters.inc(C::Queries);
+        self.counters.inc(match transport {
+            Transport::Udp => C::Udp,
+            Transport::Tcp => C::Tcp,
         });
         let policy = self.policy.load();
         let client = policy.client(ip, None);
         if !client.known || !answerable(&q) {
             // Never an open resolver: only the school's networks get answers.
-            inc(&self.counters.refused);
+            self.counters.inc(C::Refused);
             refuse(out, packet, &q);
             return Step::Reply;
         }
         let now_ms = self.forwarder.ms_at(started);
         if !self.clients.admit(ip, now_ms) {
-            inc(&self.counters.rate_limited);
+            self.counters.inc(C::RateLimited);
             return match transport {
                 // Over UDP, silence: an answer is what a flood (or a reflection
                 // attack with a spoofed source) wants.
@@ -194,25 +214,25 @@ impl DnsFilter {
                 }
             };
         }
+        let clock = verdicts::clock_ms(started);
         let Decision { verdict, flow } =
-            self.verdicts
-                .get_or_decide(&policy, client.role, &q.name, now_ms, || {
-                    let at = Timestamp::now();
-                    let verdict = if q.name.is_root() {
-                        root_verdict(&policy, client.role)
-                    } else {
-                        policy.decide(&Request::host(client.role, q.name.text(), at))
-                    };
-                    let flow = handler::flow(&policy, client.role, &q.name, &verdict);
-                    let to_next_minute = 60_000 - at.as_millisecond().rem_euclid(60_000) as u64;
-                    (
-                        Decision {
-                            verdict: Arc::new(verdict),
-                            flow,
-                        },
-                        to_next_minute,
-                    )
-                });
+            verdicts::get_or_decide(&policy, client.role, &q.name, clock, || {
+                let at = Timestamp::now();
+                let verdict = if q.name.is_root() {
+                    root_verdict(&policy, client.role)
+                } else {
+                    policy.decide(&Request::host(client.role, q.name.text(), at))
+                };
+                let flow = handler::flow(&policy, client.role, &q.name, &verdict);
+                let to_next_minute = 60_000 - at.as_millisecond().rem_euclid(60_000) as u64;
+                (
+                    Decision {
+                        verdict: Arc::new(verdict),
+                        flow,
+                    },
+                    to_next_minute,
+                )
+            });
         drop(policy);
         let outcome = |rcode: u8, cached: bool, canary: bool, tunnel: bool| Outcome {
             q: &q,
@@ -228,7 +248,7 @@ impl DnsFilter {
         };
         let (key, rewrite) = match flow {
             FlowKind::Block { canary } => {
-                inc(&self.counters.blocked);
+                self.counters.inc(C::Blocked);
                 let rcode = handler::write_block(out, packet, &q, &self.block, &verdict, canary);
                 self.recorder
                     .record(&outcome(rcode, false, canary, false), &self.counters);
@@ -248,15 +268,15 @@ impl DnsFilter {
             && tunnel::looks_like_tunnel(&q.name)
             && self.clients.note_suspicious(ip, now_ms);
         if tunnel {
-            inc(&self.counters.tunnel_suspects);
+            self.counters.inc(C::TunnelSuspects);
         }
         self.count_verdict(&verdict, tunnel, rewrite.is_some());
         match hit {
             Some(hit) if !hit.stale || self.forwarder.upstreams_down() => {
                 if hit.stale {
-                    inc(&self.counters.stale);
+                    self.counters.inc(C::Stale);
                 } else {
-                    inc(&self.counters.cached);
+                    self.counters.inc(C::Cached);
                 }
                 let rcode = self.write_answer(out, packet, &q, &hit, transport);
                 self.recorder
@@ -282,10 +302,10 @@ impl DnsFilter {
 
     fn count_verdict(&self, verdict: &Verdict, tunnel: bool, rewrite: bool) {
         if tunnel || verdict.action == Action::Flag || verdict.severity.is_some() {
-            inc(&self.counters.flagged);
+            self.counters.inc(C::Flagged);
         }
         if rewrite {
-            inc(&self.counters.rewritten);
+            self.counters.inc(C::Rewritten);
         }
     }
 
@@ -320,14 +340,14 @@ impl DnsFilter {
                 )
             }
             (Err(_), Some(stale)) => {
-                inc(&self.counters.stale);
+                self.counters.inc(C::Stale);
                 (
                     self.write_answer(out, &d.packet, &d.q, stale, d.transport),
                     true,
                 )
             }
             (Err(_), None) => {
-                inc(&self.counters.servfail);
+                self.counters.inc(C::Servfail);
                 wire::begin_answer(out, &d.packet, &d.q, wire::RCODE_SERVFAIL);
                 if let Some(e) = d.q.edns {
                     let text = "schoolgate: no upstream resolver answered";

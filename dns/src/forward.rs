@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::OnceCell;
 
 use crate::cache::{Answer, Cache, CacheKey, Hit, KeyKind};
-use crate::stats::{Counters, inc};
+use crate::stats::{C, Counters};
 use crate::upstream::{Ask, Attempts, UpstreamError, Upstreams};
 use crate::wire;
 
@@ -80,19 +80,13 @@ impl Forwarder {
                 {
                     return Ok(hit.answer);
                 }
-                inc(&counters.forwarded);
+                counters.inc(C::Forwarded);
                 let mut attempts = Attempts::default();
                 let result = self.upstreams.query(ask, &mut attempts).await;
-                counters.upstream_errors.fetch_add(
-                    u64::from(attempts.errors),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                counters.upstream_timeouts.fetch_add(
-                    u64::from(attempts.timeouts),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                counters.add(C::UpstreamErrors, u64::from(attempts.errors));
+                counters.add(C::UpstreamTimeouts, u64::from(attempts.timeouts));
                 if attempts.tcp {
-                    inc(&counters.tcp_fallbacks);
+                    counters.inc(C::TcpFallbacks);
                 }
                 let msg = result?;
                 let scanned = wire::scan_response(&msg).ok_or(UpstreamError::BadAnswer)?;

@@ -25,13 +25,15 @@
 //! ```
 //!
 //! The hot path is our own, on the DNS wire format as hickory-proto reads it
-//! (hickory-proto is the reference in the tests): a query is parsed without
-//! allocating, answered by writing into a reused buffer, and a cached answer is
-//! served by copying its bytes and patching ID, case and TTLs. Only a query that
-//! must go upstream becomes a task.
+//! (hickory-proto is the reference in the tests): datagrams arrive and leave in
+//! batches (`recvmmsg`/`sendmmsg`), a query is parsed without allocating,
+//! answered by writing into a reused buffer, and a cached answer is served by
+//! copying its bytes and patching ID, case and TTLs. Only a query that must go
+//! upstream becomes a task.
 //!
 //! # Layout
-//! - [`server`]: [`DnsServer`], UDP loops and TCP connections, shutdown
+//! - [`server`]: [`DnsServer`], binding, TCP connections, shutdown
+//! - `udp`: the UDP loops, one thread per socket, batched system calls
 //! - [`filter`]: [`DnsFilter`], the chain for one query
 //! - `handler`: the policy handler: block answers, canaries, SafeSearch flow
 //! - `forward`: the forwarder: cache, coalescing, SafeSearch answers
@@ -55,6 +57,7 @@ mod record;
 pub mod server;
 pub mod stats;
 mod tunnel;
+mod udp;
 mod upstream;
 mod verdicts;
 mod wire;

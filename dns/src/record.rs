@@ -1,15 +1,15 @@
 //! Turning each answered query into an [`AccessEvent`] for the safeguarding
 //! review, with sampling of the uninteresting ones.
 
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use schoolgate_classifier::{Action, Category, Severity, Verdict};
 use schoolgate_events::{AccessEvent, EventSender, Source};
 
-use crate::stats::{Counters, inc};
+use crate::stats::{C, Counters};
 use crate::wire::{self, Question};
 
 /// What the filter did with one query, for its event.
@@ -36,8 +36,19 @@ pub struct Recorder {
     node: Arc<str>,
     /// Log one in this many allowed, unflagged queries (1 = every one).
     sample: u64,
-    allowed_seen: AtomicU64,
 }
+
+thread_local! {
+    /// Allowed queries seen by this thread: sampling counts per socket loop, so
+    /// the loops do not fight over one shared counter.
+    static ALLOWED_SEEN: Cell<u64> = const { Cell::new(0) };
+    /// On a UDP loop thread: the events of the batch being answered, sent
+    /// together once the batch's answers are out (see [`Recorder::flush`]).
+    static HELD: RefCell<Option<Vec<AccessEvent>>> = const { RefCell::new(None) };
+}
+
+/// Most events held for one batch (a batch is at most 32 queries).
+const HOLD_LIMIT: usize = 64;
 
 impl Recorder {
     pub fn new(events: EventSender, node: &str, allowed_sample: u32) -> Recorder {
@@ -45,7 +56,6 @@ impl Recorder {
             events,
             node: node.into(),
             sample: u64::from(allowed_sample.max(1)),
-            allowed_seen: AtomicU64::new(0),
         }
     }
 
@@ -57,12 +67,11 @@ impl Recorder {
             || matches!(o.verdict.action, Action::Block | Action::Flag);
         if !interesting
             && self.sample > 1
-            && !self
-                .allowed_seen
-                .fetch_add(1, Ordering::Relaxed)
+            && !ALLOWED_SEEN
+                .with(|n| n.replace(n.get().wrapping_add(1)))
                 .is_multiple_of(self.sample)
         {
-            inc(&counters.events_sampled_out);
+            counters.inc(C::EventsSampledOut);
             return;
         }
         let mut event = AccessEvent::from_verdict(Source::Dns, o.ip, o.q.name.text(), o.verdict);
@@ -95,8 +104,39 @@ impl Recorder {
                 Category::Proxy.label()
             );
         }
-        if self.events.send(event).is_err() {
-            inc(&counters.events_lost);
+        let event = HELD.with(|h| match h.borrow_mut().as_mut() {
+            Some(held) if held.len() < HOLD_LIMIT => {
+                held.push(event);
+                None
+            }
+            _ => Some(event),
+        });
+        if let Some(event) = event {
+            self.send(event, counters);
         }
+    }
+
+    fn send(&self, event: AccessEvent, counters: &Counters) {
+        if self.events.send(event).is_err() {
+            counters.inc(C::EventsLost);
+        }
+    }
+
+    /// From now on this thread holds its events until [`Recorder::flush`]: a
+    /// UDP loop sends a batch's answers first and its events after, together,
+    /// so the pipeline's batcher is woken once per batch, not once per event.
+    pub fn hold_on_this_thread() {
+        HELD.with(|h| *h.borrow_mut() = Some(Vec::with_capacity(HOLD_LIMIT)));
+    }
+
+    /// Sends the events this thread holds.
+    pub fn flush(&self, counters: &Counters) {
+        HELD.with(|h| {
+            if let Some(held) = h.borrow_mut().as_mut() {
+                for event in held.drain(..) {
+                    self.send(event, counters);
+                }
+            }
+        });
     }
 }

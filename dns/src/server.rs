@@ -2,10 +2,9 @@
 //! connection limits and timeouts, one cancellation token to stop it all.
 //!
 //! UDP: each listening address gets one socket per core, bound with
-//! `SO_REUSEPORT` so the kernel spreads clients over them, and one loop per
-//! socket. A loop drains its socket without waiting (`try_recv_from` until it
-//! would block), answers each packet into one reused buffer and sends it at
-//! once; only a query that goes upstream becomes a task, bounded in number.
+//! `SO_REUSEPORT` so the kernel spreads clients over them, and one loop (a
+//! thread, batching its system calls: see [`crate::udp`]) per socket. Only a
+//! query that goes upstream becomes a task, bounded in number.
 //!
 //! TCP (RFC 7766): pipelined queries on one connection are answered in order;
 //! connections are capped in total and per client, and closed when idle.
@@ -18,19 +17,18 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::error::DnsError;
 use crate::filter::{DnsFilter, Step, Transport};
-use crate::stats::inc;
-use crate::wire;
+use crate::stats::C;
+use crate::udp::{self, LoopContext};
 
-/// Largest UDP query we read; a longer datagram is cut and fails to parse.
-const UDP_QUERY_BUFFER: usize = 4096;
 /// Queries waiting on upstream at once, over all UDP loops. Past it a query is
 /// answered SERVFAIL at once rather than queued without bound.
 const MAX_PENDING_UPSTREAM: usize = 16_384;
@@ -106,17 +104,27 @@ impl DnsServer {
     /// returns. Must run inside a tokio runtime.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DnsError> {
         let tracker = TaskTracker::new();
-        let pending = Arc::new(Semaphore::new(MAX_PENDING_UPSTREAM));
+        let cx = LoopContext {
+            filter: Arc::clone(&self.filter),
+            shutdown: shutdown.clone(),
+            runtime: Handle::current(),
+            tracker: tracker.clone(),
+            pending: Arc::new(Semaphore::new(MAX_PENDING_UPSTREAM)),
+        };
         let mut loops = tokio::task::JoinSet::new();
-        for std_socket in self.udp {
-            let socket = UdpSocket::from_std(std_socket).map_err(DnsError::Runtime)?;
-            loops.spawn(udp_loop(
-                Arc::clone(&self.filter),
-                Arc::new(socket),
-                shutdown.clone(),
-                tracker.clone(),
-                Arc::clone(&pending),
-            ));
+        for (i, socket) in self.udp.into_iter().enumerate() {
+            let (done, finished) = oneshot::channel::<()>();
+            let cx = cx.clone();
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || {
+                    udp::run_loop(socket, cx);
+                    let _ = done.send(());
+                })
+                .map_err(DnsError::Runtime)?;
+            loops.spawn(async move {
+                let _ = finished.await;
+            });
         }
         let limits = Arc::new(TcpLimits::default());
         for std_listener in self.tcp {
@@ -154,9 +162,9 @@ fn bind_one(
             s.set_only_v6(true)?;
         }
         s.set_reuse_port(true)?;
-        // Best effort: the kernel caps it at net.core.rmem_max.
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
         let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
-        s.set_nonblocking(true)?;
+        let _ = s.set_send_buffer_size(UDP_RECV_BUFFER);
         s.bind(&local.into())?;
         if i == 0 {
             local = s
@@ -175,78 +183,6 @@ fn bind_one(
     t.bind(&local.into())?;
     t.listen(1024)?;
     Ok((udp, t.into(), local))
-}
-
-/// One UDP socket's loop.
-async fn udp_loop(
-    filter: Arc<DnsFilter>,
-    socket: Arc<UdpSocket>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    pending: Arc<Semaphore>,
-) {
-    let mut buf = vec![0u8; UDP_QUERY_BUFFER];
-    let mut out = Vec::with_capacity(UDP_QUERY_BUFFER);
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        // Drain what is queued without going back to the reactor.
-        loop {
-            let (n, peer) = match socket.try_recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here; nothing to do.
-                    debug!(error = %e, "DNS UDP receive error");
-                    continue;
-                }
-            };
-            let packet = &buf[..n];
-            match filter.answer_now(packet, peer.ip(), Transport::Udp, &mut out) {
-                Step::Reply => send(&socket, &out, peer).await,
-                Step::Silent => {}
-                Step::Deferred(d) => match Arc::clone(&pending).try_acquire_owned() {
-                    Ok(permit) => {
-                        let (filter, socket) = (Arc::clone(&filter), Arc::clone(&socket));
-                        tracker.spawn(async move {
-                            let mut out = Vec::with_capacity(512);
-                            filter.answer_later(*d, &mut out).await;
-                            send(&socket, &out, peer).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        inc(&filter.counters().servfail);
-                        if let Ok(q) = wire::parse_query(packet) {
-                            wire::begin_answer(&mut out, packet, &q, wire::RCODE_SERVFAIL);
-                            send(&socket, &out, peer).await;
-                        }
-                    }
-                },
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = &mut cancelled => return,
-            r = socket.readable() => {
-                if let Err(e) = r {
-                    warn!(error = %e, "DNS UDP socket failed");
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn send(socket: &UdpSocket, out: &[u8], peer: SocketAddr) {
-    match socket.try_send_to(out, peer) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            // The send buffer is full: wait a little for room, not forever.
-            let _ = tokio::time::timeout(TCP_IO, socket.send_to(out, peer)).await;
-        }
-        Err(e) => debug!(error = %e, %peer, "DNS UDP send failed"),
-    }
 }
 
 /// Counts TCP connections in total and per client.
@@ -336,7 +272,7 @@ async fn accept_loop(
             (Arc::clone(&filter), shutdown.clone(), Arc::clone(&limits));
         tracker.spawn(async move {
             let Some(_slot) = limits.admit(peer.ip()) else {
-                inc(&filter.counters().tcp_rejected);
+                filter.counters().inc(C::TcpRejected);
                 return;
             };
             if let Err(e) = serve_tcp(&filter, stream, peer.ip(), &shutdown).await {

@@ -1,26 +1,33 @@
 //! Recent verdicts, so a name asked again and again (every device asks for the
-//! same few hundred names all day) is classified once a minute per role, not on
-//! every query.
+//! same few hundred names all day) is classified once a minute per role and
+//! thread, not on every query.
 //!
 //! A verdict depends on the policy snapshot, the role, the name and the time
 //! (schedules, the school calendar). Entries are therefore tagged with the
 //! snapshot they were made with and live until the end of the wall-clock minute
 //! they were made in: schedules are written in whole minutes, so no schedule
 //! can start or end within an entry's life. A reload swaps the snapshot and the
-//! next query clears the table. Bounded: a full shard is cleared (verdicts are
-//! cheap to remake; a sweep is cheaper than bookkeeping on every hit).
+//! table is cleared at its next use.
+//!
+//! Each thread keeps its own table: a shared one would make the cores trade its
+//! lock and the verdicts' reference counts on every query, which costs more than
+//! classifying a name again on the other core. Bounded: a full table is cleared
+//! (verdicts are cheap to remake; a sweep is cheaper than bookkeeping on every
+//! hit).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::rc::Rc;
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::Instant;
 
+use arrayvec::ArrayVec;
 use schoolgate_classifier::{Policy, RoleId, Verdict};
 
 use crate::wire::{MAX_NAME_WIRE, QueryName};
 
-const SHARDS: usize = 16;
-/// Entries in all: ample for the names one school asks within a minute.
-const CAPACITY: usize = 1 << 16;
+/// Entries per thread: ample for the names one school asks within a minute.
+const CAPACITY: usize = 1 << 15;
 
 /// What the policy handler decided for a name, with the verdict for its event.
 #[derive(Clone, Debug)]
@@ -43,118 +50,73 @@ pub enum FlowKind {
 #[derive(Debug)]
 struct Entry {
     decision: Decision,
-    /// The snapshot it was made with (compared by address; see `current`).
-    policy: usize,
     expires_ms: u64,
 }
 
-type Shard = Mutex<HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>>;
+/// `role | name`.
+type Key = ArrayVec<u8, { 2 + MAX_NAME_WIRE }>;
 
-#[derive(Debug)]
-pub struct Verdicts {
-    shards: Box<[Shard]>,
-    /// The snapshot in use, kept alive here so that its address cannot be
-    /// reused by a later snapshot while entries may carry it.
-    current: Mutex<Option<Arc<Policy>>>,
-    current_ptr: AtomicUsize,
-    hasher: foldhash::fast::RandomState,
+#[derive(Default)]
+struct Table {
+    /// The snapshot the entries were made with. A weak reference: it frees the
+    /// old policy's lists after a reload, yet keeps its allocation, so no later
+    /// snapshot can take its address while the table refers to it.
+    policy: Weak<Policy>,
+    map: HashMap<Key, Entry, foldhash::fast::RandomState>,
 }
 
-impl Default for Verdicts {
-    fn default() -> Self {
-        Verdicts {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
-                .collect(),
-            current: Mutex::new(None),
-            current_ptr: AtomicUsize::new(0),
-            hasher: foldhash::fast::RandomState::default(),
+thread_local! {
+    static TABLE: Rc<RefCell<Table>> = Rc::new(RefCell::new(Table::default()));
+}
+
+/// The process-wide clock the tables' expiry times count from.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Milliseconds on the tables' clock at `t`.
+pub fn clock_ms(t: Instant) -> u64 {
+    t.saturating_duration_since(*EPOCH).as_millis() as u64
+}
+
+/// The decision for `name` and `role` under `policy`, made by `decide` when this
+/// thread has no live one; `decide` also says for how many milliseconds its
+/// decision holds (until the wall clock's next minute). `now_ms` is
+/// [`clock_ms`] of the query's arrival.
+pub fn get_or_decide(
+    policy: &Arc<Policy>,
+    role: RoleId,
+    name: &QueryName,
+    now_ms: u64,
+    decide: impl FnOnce() -> (Decision, u64),
+) -> Decision {
+    let mut key = Key::new();
+    let _ = key.try_extend_from_slice(&role.0.to_be_bytes());
+    let _ = key.try_extend_from_slice(name.wire());
+    let table = TABLE.with(Rc::clone);
+    {
+        let mut t = table.borrow_mut();
+        if !std::ptr::eq(t.policy.as_ptr(), Arc::as_ptr(policy)) {
+            t.map.clear();
+            t.policy = Arc::downgrade(policy);
         }
-    }
-}
-
-/// `role | name` on the stack.
-struct Key {
-    bytes: [u8; 2 + MAX_NAME_WIRE],
-    len: usize,
-}
-
-impl Key {
-    fn new(role: RoleId, name: &QueryName) -> Key {
-        let mut k = Key {
-            bytes: [0; 2 + MAX_NAME_WIRE],
-            len: 2 + name.wire().len(),
-        };
-        k.bytes[..2].copy_from_slice(&role.0.to_be_bytes());
-        k.bytes[2..k.len].copy_from_slice(name.wire());
-        k
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-impl Verdicts {
-    fn shard(&self, key: &[u8]) -> &Shard {
-        use std::hash::BuildHasher;
-        let h = self.hasher.hash_one(key);
-        &self.shards[(h >> 60) as usize % SHARDS]
-    }
-
-    /// Notes the snapshot a query uses; a new one clears the table.
-    fn sync(&self, policy: &Arc<Policy>) -> usize {
-        let ptr = Arc::as_ptr(policy) as usize;
-        if self.current_ptr.load(Ordering::Acquire) != ptr {
-            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            if current.as_ref().map(|p| Arc::as_ptr(p) as usize) != Some(ptr) {
-                for s in self.shards.iter() {
-                    s.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                }
-                *current = Some(Arc::clone(policy));
-                self.current_ptr.store(ptr, Ordering::Release);
-            }
-        }
-        ptr
-    }
-
-    /// The decision for `name` and `role` under `policy`, made by `decide` when
-    /// there is no live one; `decide` also says for how many milliseconds its
-    /// decision holds (until the wall clock's next minute). `now_ms` is the
-    /// monotonic clock.
-    pub fn get_or_decide(
-        &self,
-        policy: &Arc<Policy>,
-        role: RoleId,
-        name: &QueryName,
-        now_ms: u64,
-        decide: impl FnOnce() -> (Decision, u64),
-    ) -> Decision {
-        let ptr = self.sync(policy);
-        let key = Key::new(role, name);
-        let shard = self.shard(key.as_bytes());
+        if let Some(e) = t.map.get(&key)
+            && now_ms < e.expires_ms
         {
-            let map = shard.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(e) = map.get(key.as_bytes())
-                && e.policy == ptr
-                && now_ms < e.expires_ms
-            {
-                return e.decision.clone();
-            }
+            return e.decision.clone();
         }
-        let (decision, valid_ms) = decide();
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CAPACITY / SHARDS {
-            map.clear();
-        }
-        map.insert(
-            key.as_bytes().into(),
-            Entry {
-                decision: decision.clone(),
-                policy: ptr,
-                expires_ms: now_ms + valid_ms,
-            },
-        );
-        decision
     }
+    // Not borrowed while deciding: the classifier never calls back here, but a
+    // panic-free design should not depend on that.
+    let (decision, valid_ms) = decide();
+    let mut t = table.borrow_mut();
+    if t.map.len() >= CAPACITY {
+        t.map.clear();
+    }
+    t.map.insert(
+        key,
+        Entry {
+            decision: decision.clone(),
+            expires_ms: now_ms + valid_ms,
+        },
+    );
+    decision
 }

@@ -13,6 +13,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use arrayvec::ArrayVec;
+
 /// The fixed DNS header.
 pub const HEADER_LEN: usize = 12;
 /// The longest name on the wire, including the root label (RFC 1035 2.3.4).
@@ -80,13 +82,12 @@ pub struct ClientEdns {
 }
 
 /// A query name, lowercased, both as wire labels (the cache key) and as dotted
-/// text (what the classifier reads). Fixed buffers: no allocation per query.
+/// text (what the classifier reads). Inline buffers, filled without zeroing
+/// them first: no allocation and no 500-byte memset per query.
 #[derive(Clone)]
 pub struct QueryName {
-    wire: [u8; MAX_NAME_WIRE],
-    wire_len: u16,
-    text: [u8; MAX_NAME_TEXT],
-    text_len: u16,
+    wire: ArrayVec<u8, MAX_NAME_WIRE>,
+    text: ArrayVec<u8, MAX_NAME_TEXT>,
     labels: u8,
     longest_label: u8,
 }
@@ -100,10 +101,8 @@ impl std::fmt::Debug for QueryName {
 impl QueryName {
     fn empty() -> QueryName {
         QueryName {
-            wire: [0; MAX_NAME_WIRE],
-            wire_len: 0,
-            text: [0; MAX_NAME_TEXT],
-            text_len: 0,
+            wire: ArrayVec::new(),
+            text: ArrayVec::new(),
             labels: 0,
             longest_label: 0,
         }
@@ -111,7 +110,7 @@ impl QueryName {
 
     /// Lowercase wire form, ending with the root label.
     pub fn wire(&self) -> &[u8] {
-        &self.wire[..usize::from(self.wire_len)]
+        &self.wire
     }
 
     /// Dotted text without the trailing dot; `""` for the root. Bytes that cannot
@@ -120,7 +119,7 @@ impl QueryName {
     /// reading it as a different one.
     pub fn text(&self) -> &str {
         // Only ASCII is ever written to `text`.
-        std::str::from_utf8(&self.text[..usize::from(self.text_len)]).unwrap_or("?")
+        std::str::from_utf8(&self.text).unwrap_or("?")
     }
 
     pub fn longest_label(&self) -> u8 {
@@ -131,58 +130,48 @@ impl QueryName {
         self.labels == 0
     }
 
+    /// Appends one label (at most 63 bytes), lowercased; `false` when the name
+    /// would pass 255 bytes with its root label.
+    fn push_label(&mut self, label: &[u8]) -> bool {
+        if label.is_empty() || label.len() > 63 || self.wire.len() + label.len() + 2 > MAX_NAME_WIRE
+        {
+            return false;
+        }
+        self.wire.push(label.len() as u8);
+        if !self.text.is_empty() {
+            self.text.push(b'.');
+        }
+        for &b in label {
+            let b = b.to_ascii_lowercase();
+            self.wire.push(b);
+            // A wire name of 255 bytes is at most 253 characters of text.
+            let _ = self.text.try_push(match b {
+                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => b,
+                _ => b'?',
+            });
+        }
+        self.labels += 1;
+        self.longest_label = self.longest_label.max(label.len() as u8);
+        true
+    }
+
+    fn finish(&mut self) {
+        self.wire.push(0);
+    }
+
     /// Builds one from dotted text (test helpers, the SafeSearch targets).
     pub fn from_text(text: &str) -> Option<QueryName> {
         let mut n = QueryName::empty();
         let text = text.strip_suffix('.').unwrap_or(text);
-        let mut pos = 0usize;
         if !text.is_empty() {
             for label in text.split('.') {
-                let len = label.len();
-                if len == 0 || len > 63 || pos + len + 2 > MAX_NAME_WIRE {
+                if !n.push_label(label.as_bytes()) {
                     return None;
                 }
-                n.wire[pos] = len as u8;
-                pos += 1;
-                for (i, b) in label.bytes().enumerate() {
-                    n.wire[pos + i] = b.to_ascii_lowercase();
-                }
-                pos += len;
-                n.labels += 1;
-                n.longest_label = n.longest_label.max(len as u8);
             }
         }
-        n.wire[pos] = 0;
-        n.wire_len = (pos + 1) as u16;
-        n.fill_text();
+        n.finish();
         Some(n)
-    }
-
-    fn fill_text(&mut self) {
-        let mut t = 0usize;
-        let mut pos = 0usize;
-        loop {
-            let len = usize::from(self.wire[pos]);
-            if len == 0 {
-                break;
-            }
-            if t > 0 && t < MAX_NAME_TEXT {
-                self.text[t] = b'.';
-                t += 1;
-            }
-            for &b in &self.wire[pos + 1..pos + 1 + len] {
-                if t >= MAX_NAME_TEXT {
-                    break;
-                }
-                self.text[t] = match b {
-                    b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => b,
-                    _ => b'?',
-                };
-                t += 1;
-            }
-            pos += 1 + len;
-        }
-        self.text_len = t as u16;
     }
 }
 
@@ -275,7 +264,6 @@ pub fn parse_query(packet: &[u8]) -> Result<Question, Malformed> {
     }
     let mut name = QueryName::empty();
     let mut pos = HEADER_LEN;
-    let mut w = 0usize;
     loop {
         let len = usize::from(*packet.get(pos).ok_or(formerr)?);
         if len == 0 {
@@ -288,21 +276,12 @@ pub fn parse_query(packet: &[u8]) -> Result<Question, Malformed> {
             return Err(formerr);
         }
         let label = packet.get(pos + 1..pos + 1 + len).ok_or(formerr)?;
-        if w + 1 + len + 1 > MAX_NAME_WIRE {
+        if !name.push_label(label) {
             return Err(formerr);
         }
-        name.wire[w] = len as u8;
-        for (i, b) in label.iter().enumerate() {
-            name.wire[w + 1 + i] = b.to_ascii_lowercase();
-        }
-        w += 1 + len;
-        name.labels += 1;
-        name.longest_label = name.longest_label.max(len as u8);
         pos += 1 + len;
     }
-    name.wire[w] = 0;
-    name.wire_len = (w + 1) as u16;
-    name.fill_text();
+    name.finish();
     let qtype = u16_at(packet, pos).ok_or(formerr)?;
     let qclass = u16_at(packet, pos + 2).ok_or(formerr)?;
     let question_end = pos + 4;

@@ -47,15 +47,19 @@ async fn allowed_queries_are_sampled_but_blocked_ones_never_are() {
         ..Setup::default()
     })
     .await;
-    for _ in 0..5 {
+    for _ in 0..10 {
         school.dig(STAFF, &["www.school.test", "A"]).await;
     }
     for _ in 0..3 {
         school.dig(STAFF, &["x.malware.test", "A"]).await;
     }
-    assert_eq!(school.filter.stats().events_sampled_out, 4);
+    let sampled_out = school.filter.stats().events_sampled_out;
     let events = school.events_of(STAFF).await;
     let blocked = events.iter().filter(|e| e.action == Action::Block).count();
     let allowed = events.iter().filter(|e| e.action == Action::Allow).count();
-    assert_eq!((blocked, allowed), (3, 1), "{events:#?}");
+    assert_eq!(blocked, 3, "{events:#?}");
+    // Sampling counts per thread (one UDP loop per core, plus the runtime's
+    // workers for answers from upstream): each logs the first of every 1000.
+    assert!((1..=4).contains(&allowed), "{events:#?}");
+    assert_eq!(allowed as u64 + sampled_out, 10);
 }
