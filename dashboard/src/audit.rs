@@ -184,11 +184,6 @@ pub fn verify(conn: &Connection) -> Result<ChainStatus> {
     })
 }
 
-/// The time of a record in school-readable form (for pages).
-pub fn when(record: &AuditRecord) -> jiff::Timestamp {
-    record.time
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

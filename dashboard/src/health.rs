@@ -165,7 +165,7 @@ async fn page(State(app): State<App>, user: CurrentUser) -> Result<Markup> {
                 (ui::stat("Uptime", &uptime(h.uptime_secs), Some(&format!("since {}", ui::when(h.started_at, &tz)))))
                 (ui::stat("DNS queries / s", &fmt_metric(metric(s, "dns.qps"), ""), None))
                 (ui::stat("Proxy requests / s", &fmt_metric(metric(s, "proxy.rps"), ""), None))
-                (ui::stat("Pipeline backlog", &fmt_metric(metric(s, "pipeline.queued"), ""), Some(&format!("spool {}", fmt_metric(spool, " MB")))))
+                (ui::stat("Pipeline backlog", &metric(s, "pipeline.queued").map(|q| ui::thousands(q.max(0.0) as u64)).unwrap_or_else(|| "—".into()), Some(&format!("spool {}", fmt_metric(spool, " MB")))))
                 (ui::stat("Events, last hour", &ui::thousands(h.store.last_hour_events), None))
             }
             div.grid.grid-2 {
