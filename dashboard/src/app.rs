@@ -74,6 +74,8 @@ pub struct AppInner {
     /// Serialises configuration saves: read, edit, reload and write are one step.
     pub config_lock: tokio::sync::Mutex<()>,
     pub summaries: crate::summary::Cache,
+    /// The previous Health sample, to turn the servers' counters into rates.
+    pub health_sample: Mutex<Option<crate::health::Sample>>,
 }
 
 impl AppInner {

@@ -44,8 +44,67 @@ pub struct PolicyStatus {
     pub failed_sources: Vec<String>,
 }
 
+/// DNS queries and proxy requests so far, when Health was last looked at.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    at: Instant,
+    dns_queries: f64,
+    proxy_requests: f64,
+}
+
+/// Requests per second of the DNS filter and the proxy. The servers report
+/// counters (`dns.queries`, `proxy.requests`); the rate is the change since the
+/// previous view of Health (one second to ten minutes ago), else the average since
+/// start. A source that reports `dns.qps` / `proxy.rps` itself is taken as is.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Rates {
+    pub dns_qps: Option<f64>,
+    pub proxy_rps: Option<f64>,
+}
+
+pub fn rates(
+    services: &serde_json::Value,
+    prev: Option<Sample>,
+    now: Instant,
+    uptime_secs: i64,
+) -> (Rates, Option<Sample>) {
+    let dns = metric(services, "dns.queries");
+    let proxy = metric(services, "proxy.requests");
+    let sample = match (dns, proxy) {
+        (None, None) => None,
+        (d, p) => Some(Sample {
+            at: now,
+            dns_queries: d.unwrap_or(0.0),
+            proxy_requests: p.unwrap_or(0.0),
+        }),
+    };
+    let window = prev.map(|p| (now.duration_since(p.at).as_secs_f64(), p));
+    let rate = |total: Option<f64>, before: fn(&Sample) -> f64| -> Option<f64> {
+        let total = total?;
+        match window {
+            Some((secs, p)) if (1.0..=600.0).contains(&secs) && total >= before(&p) => {
+                Some((total - before(&p)) / secs)
+            }
+            _ if uptime_secs > 0 => Some(total / uptime_secs as f64),
+            _ => None,
+        }
+    };
+    let r = Rates {
+        dns_qps: metric(services, "dns.qps").or_else(|| rate(dns, |p| p.dns_queries)),
+        proxy_rps: metric(services, "proxy.rps").or_else(|| rate(proxy, |p| p.proxy_requests)),
+    };
+    // Keep the older sample while it is under a second old, so rapid reloads
+    // still measure over a useful window.
+    let keep = match window {
+        Some((secs, p)) if secs < 1.0 => Some(p),
+        _ => sample,
+    };
+    (r, keep)
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Health {
+    pub rates: Rates,
     pub uptime_secs: i64,
     pub started_at: jiff::Timestamp,
     pub store: StoreStatus,
@@ -101,12 +160,23 @@ pub async fn collect(app: &App) -> Health {
         last_reload: load.as_ref().map(|l| l.at),
         failed_sources: load.map(|l| l.report.failures()).unwrap_or_default(),
     };
+    let services = (app.health)();
+    let uptime_secs = now.as_second() - app.started_at.as_second();
+    let rates = match app.health_sample.lock() {
+        Ok(mut prev) => {
+            let (r, keep) = rates(&services, *prev, Instant::now(), uptime_secs);
+            *prev = keep;
+            r
+        }
+        Err(_) => Rates::default(),
+    };
     Health {
-        uptime_secs: now.as_second() - app.started_at.as_second(),
+        rates,
+        uptime_secs,
         started_at: app.started_at,
         store,
         policy,
-        services: (app.health)(),
+        services,
     }
 }
 
@@ -163,9 +233,9 @@ async fn page(State(app): State<App>, user: CurrentUser) -> Result<Markup> {
             (ui::page_head("Health", Some("Is the filter working? This page shows no personal data.")))
             div.stats {
                 (ui::stat("Uptime", &uptime(h.uptime_secs), Some(&format!("since {}", ui::when(h.started_at, &tz)))))
-                (ui::stat("DNS queries / s", &fmt_metric(metric(s, "dns.qps"), ""), None))
-                (ui::stat("Proxy requests / s", &fmt_metric(metric(s, "proxy.rps"), ""), None))
-                (ui::stat("Pipeline backlog", &metric(s, "pipeline.queued").map(|q| ui::thousands(q.max(0.0) as u64)).unwrap_or_else(|| "—".into()), Some(&format!("spool {}", fmt_metric(spool, " MB")))))
+                (ui::stat("DNS queries / s", &fmt_metric(h.rates.dns_qps, ""), None))
+                (ui::stat("Proxy requests / s", &fmt_metric(h.rates.proxy_rps, ""), None))
+                (ui::stat("Pipeline backlog", &metric(s, "pipeline.queue_depth").or_else(|| metric(s, "pipeline.queued")).map(|q| ui::thousands(q.max(0.0) as u64)).unwrap_or_else(|| "—".into()), Some(&format!("spool {}", fmt_metric(spool, " MB")))))
                 (ui::stat("Events, last hour", &ui::thousands(h.store.last_hour_events), None))
             }
             div.grid.grid-2 {
@@ -210,4 +280,25 @@ async fn page(State(app): State<App>, user: CurrentUser) -> Result<Markup> {
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_come_from_counters_between_views() {
+        let t0 = Instant::now();
+        let v = |q: u64, r: u64| serde_json::json!({ "dns": { "queries": q }, "proxy": { "requests": r } });
+        let (first, s0) = rates(&v(1_000, 100), None, t0, 100);
+        assert_eq!(
+            first.dns_qps,
+            Some(10.0),
+            "the average since start at first"
+        );
+        let (r, _) = rates(&v(1_500, 300), s0, t0 + Duration::from_secs(10), 110);
+        assert_eq!((r.dns_qps, r.proxy_rps), (Some(50.0), Some(20.0)));
+        let (given, _) = rates(&serde_json::json!({ "dns": { "qps": 7.5 } }), None, t0, 1);
+        assert_eq!(given.dns_qps, Some(7.5));
+    }
 }

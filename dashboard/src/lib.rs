@@ -151,6 +151,7 @@ impl Dashboard {
             last_load: Mutex::new(None),
             config_lock: tokio::sync::Mutex::new(()),
             summaries: summary::Cache::default(),
+            health_sample: Mutex::new(None),
         }));
         if let Some(r) = ctx.load_report {
             app.set_load(r);
