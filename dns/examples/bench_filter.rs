@@ -7,7 +7,8 @@
 //!
 //! `--discard-events` runs the whole event pipeline (every event is built and
 //! queued) but with a store that drops the batches, to tell the DNS path's cost
-//! from the embedded store's.
+//! from the embedded store's; `--no-journal` turns the pipeline's write-ahead
+//! journal off (`PipelineTuning::journal`, on in production), to show its cost.
 //!
 //! Every `LIST=CATEGORY` file (one domain per line, gzip or not) is loaded
 //! under that category; every `DIR/*.txt.gz` of `--ut1-dir` (not the
@@ -28,7 +29,7 @@ use schoolgate_classifier::{Category, Config, PolicyBuilder};
 use schoolgate_dns::{DnsFilter, DnsServer};
 use schoolgate_events::{
     AccessEvent, Batch, BypassAttempts, Count, EventStore, ExportFilter, FlaggedQuery, GroupBy,
-    HostCount, Period, Pipeline, PurgeReport, Purpose, StoreError, Subject, Totals,
+    HostCount, Period, Pipeline, PipelineTuning, PurgeReport, Purpose, StoreError, Subject, Totals,
 };
 use std::io::BufRead;
 
@@ -72,9 +73,12 @@ fn main() -> Result<(), Error> {
     let mut b = PolicyBuilder::new(config);
     let mut entries = 0u64;
     let mut discard_events = false;
+    let mut journal = true;
     while let Some(arg) = args.next() {
         if arg == "--discard-events" {
             discard_events = true;
+        } else if arg == "--no-journal" {
+            journal = false;
         } else if arg == "--ut1-dir" {
             let dir = PathBuf::from(args.next().ok_or("--ut1-dir needs a folder")?);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
@@ -119,11 +123,15 @@ fn main() -> Result<(), Error> {
         } else {
             schoolgate_events::open_store(&config.store)?
         };
-        let (events, pipeline) = Pipeline::start(
-            &config.store,
-            Arc::clone(&store) as Arc<dyn EventStore>,
-            shutdown.clone(),
-        )?;
+        // The pipeline stops after the server, so the events the server still
+        // holds reach the store.
+        let pipeline_shutdown = CancellationToken::new();
+        let tuning = PipelineTuning {
+            journal,
+            ..PipelineTuning::default()
+        };
+        let (events, pipeline) =
+            Pipeline::start_with(&config.store, store, pipeline_shutdown.clone(), tuning)?;
         let filter = DnsFilter::new(Arc::clone(&policy), events);
         let server = DnsServer::bind(Arc::clone(&filter), &config.listen.dns)?;
         let port = server.local_addrs().first().map_or(0, |a| a.port());
@@ -137,6 +145,7 @@ fn main() -> Result<(), Error> {
         }
         shutdown.cancel();
         serving.await??;
+        pipeline_shutdown.cancel();
         pipeline.join().await;
         eprintln!("{}", serde_json::to_string(&filter.stats())?);
         Ok::<(), Error>(())

@@ -113,8 +113,9 @@ impl Answer {
     /// Makes a cacheable answer from a scanned upstream response; also returns
     /// how long it may be cached (`None`: not at all, e.g. SERVFAIL, TTL 0, or a
     /// negative answer without an SOA).
-    pub fn from_upstream(msg: &[u8], s: &Scanned) -> (Answer, Option<u32>) {
-        let mut wire = msg.get(..s.keep_len).unwrap_or(msg).to_vec();
+    pub fn from_upstream(msg: Vec<u8>, s: &Scanned) -> (Answer, Option<u32>) {
+        let mut wire = msg;
+        wire.truncate(s.keep_len);
         wire::set_additional(&mut wire, s.keep_additional);
         // The ID and the flags are the client's, patched in when served.
         if let Some(id) = wire.get_mut(..2) {
@@ -140,7 +141,7 @@ impl Answer {
     /// An answer we built ourselves (SafeSearch), with its record TTLs.
     pub fn synthesized(wire: Vec<u8>) -> Option<(Answer, Option<u32>)> {
         let s = wire::scan_response(&wire)?;
-        Some(Answer::from_upstream(&wire, &s))
+        Some(Answer::from_upstream(wire, &s))
     }
 
     pub fn rcode(&self) -> u8 {
@@ -389,7 +390,7 @@ mod tests {
     fn answer(name: &str, ttl: u32) -> (Arc<Answer>, u32) {
         let wire = response(name, ttl);
         let s = wire::scan_response(&wire).expect("scan");
-        let (a, t) = Answer::from_upstream(&wire, &s);
+        let (a, t) = Answer::from_upstream(wire, &s);
         (Arc::new(a), t.expect("cacheable"))
     }
 
@@ -454,10 +455,10 @@ mod tests {
     fn zero_ttl_and_servfail_are_not_cached() {
         let wire = response("z.example.", 0);
         let s = wire::scan_response(&wire).expect("scan");
-        assert_eq!(Answer::from_upstream(&wire, &s).1, None);
+        assert_eq!(Answer::from_upstream(wire, &s).1, None);
         let mut fail = response("f.example.", 60);
         fail[3] = (fail[3] & 0xf0) | wire::RCODE_SERVFAIL;
         let s = wire::scan_response(&fail).expect("scan");
-        assert_eq!(Answer::from_upstream(&fail, &s).1, None);
+        assert_eq!(Answer::from_upstream(fail, &s).1, None);
     }
 }

@@ -1,14 +1,22 @@
 //! Per-client state: the rate limit's token bucket and the tunnelling counter.
 //!
-//! One sharded table keyed by client address, so a query costs one lookup for
-//! both. Only clients in the school's networks get an entry (the rest are refused
-//! before this), and the table is bounded anyway: a full shard first drops idle
-//! clients, and a client that still finds no room is admitted untracked, which
-//! errs on the side of answering.
+//! Each client's state is two atomic words, updated without a lock; a shared,
+//! sharded table finds (or creates) a client's state, and each thread keeps the
+//! handles it has used, so a query normally touches only its own client's
+//! words. A lock per query would make two cores queue behind each other
+//! whenever one busy client (a NAT, a forwarding server, a load generator)
+//! sends to both.
+//!
+//! Only clients in the school's networks get an entry (the rest are refused
+//! before this), and the table is bounded anyway: a full shard first drops
+//! clients idle for [`IDLE_MS`], and a client that still finds no room is
+//! admitted untracked, which errs on the side of answering.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// How long the tunnelling heuristic counts suspicious names for one client.
 pub const TUNNEL_WINDOW_MS: u64 = 60_000;
@@ -16,103 +24,164 @@ pub const TUNNEL_WINDOW_MS: u64 = 60_000;
 /// are flagged: a tunnel moving even 1 KB/s sends far more; a device doing an
 /// occasional hashed lookup sends far fewer.
 pub const TUNNEL_THRESHOLD: u32 = 20;
+/// The highest rate the bucket can express (its state is packed in 64 bits):
+/// a configured rate above it means "this much".
+pub const MAX_QPS: u32 = 4_000_000;
 /// Most clients tracked at once (a trust-sized network, with room to spare).
 const MAX_CLIENTS: usize = 1 << 18;
 /// A client not seen for this long may be forgotten when room is needed.
 const IDLE_MS: u64 = 120_000;
 const SHARDS: usize = 32;
+/// Handles one thread keeps before it starts again.
+const HANDLES_PER_THREAD: usize = 1 << 13;
 
-#[derive(Clone, Copy, Debug)]
+/// One client's state.
+#[derive(Debug)]
 struct ClientState {
-    tokens: f64,
-    last_ms: u64,
-    window_start_ms: u64,
-    suspicious: u32,
+    /// `last_ms` (u32, wrapping) in the high half, tokens in thousandths in the
+    /// low half.
+    bucket: AtomicU64,
+    /// Tunnelling window start (u32 ms, wrapping) high, suspicious count low.
+    tunnel: AtomicU64,
 }
+
+fn pack(hi: u32, lo: u32) -> u64 {
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+fn unpack(v: u64) -> (u32, u32) {
+    ((v >> 32) as u32, v as u32)
+}
+
+type Shard = Mutex<HashMap<IpAddr, Arc<ClientState>, foldhash::fast::RandomState>>;
 
 /// The per-client table.
 #[derive(Debug)]
 pub struct ClientTable {
-    shards: Box<[Mutex<HashMap<IpAddr, ClientState, foldhash::fast::RandomState>>]>,
-    /// Tokens per millisecond; zero turns the limit off.
-    rate_per_ms: f64,
-    /// Bucket size: one second of queries, so a burst at page load passes.
-    burst: f64,
+    id: u64,
+    shards: Box<[Shard]>,
+    /// Thousandths of a token per millisecond (= queries per second); zero
+    /// turns the limit off.
+    rate: u64,
+    /// Bucket size in thousandths: one second of queries, so a burst at page
+    /// load passes.
+    burst: u64,
+}
+
+static NEXT_TABLE: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The client handles this thread has used, by table and address.
+    static HANDLES: RefCell<HashMap<(u64, IpAddr), Arc<ClientState>, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 impl ClientTable {
     pub fn new(rate_limit_qps: u32) -> ClientTable {
+        let qps = u64::from(rate_limit_qps.min(MAX_QPS));
         ClientTable {
+            id: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::default()))
                 .collect(),
-            rate_per_ms: f64::from(rate_limit_qps) / 1000.0,
-            burst: f64::from(rate_limit_qps.max(1)),
+            rate: qps,
+            burst: qps.max(1) * 1000,
         }
+    }
+
+    /// The state of `ip`, from this thread's handles or the shared table.
+    fn state(&self, ip: IpAddr, now_ms: u64) -> Option<Arc<ClientState>> {
+        let key = (self.id, ip);
+        if let Some(s) = HANDLES.with(|h| h.borrow().get(&key).cloned()) {
+            return Some(s);
+        }
+        let state = {
+            let mut map = self.shards[shard_of(&ip)]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match map.get(&ip) {
+                Some(s) => Arc::clone(s),
+                None => {
+                    if map.len() >= MAX_CLIENTS / SHARDS {
+                        map.retain(|_, s| {
+                            let (last, _) = unpack(s.bucket.load(Ordering::Relaxed));
+                            u64::from((now_ms as u32).wrapping_sub(last)) < IDLE_MS
+                        });
+                        if map.len() >= MAX_CLIENTS / SHARDS {
+                            return None;
+                        }
+                    }
+                    let s = Arc::new(ClientState {
+                        bucket: AtomicU64::new(pack(now_ms as u32, self.burst as u32)),
+                        tunnel: AtomicU64::new(pack(now_ms as u32, 0)),
+                    });
+                    map.insert(ip, Arc::clone(&s));
+                    s
+                }
+            }
+        };
+        HANDLES.with(|h| {
+            let mut h = h.borrow_mut();
+            if h.len() >= HANDLES_PER_THREAD {
+                h.clear();
+            }
+            h.insert(key, Arc::clone(&state));
+        });
+        Some(state)
     }
 
     /// Takes a token for one query from `ip` at `now_ms`: `false` when the
     /// client is over its rate.
     pub fn admit(&self, ip: IpAddr, now_ms: u64) -> bool {
-        if self.rate_per_ms == 0.0 {
+        if self.rate == 0 {
             return true;
         }
-        let burst = self.burst;
-        self.with_state(ip, now_ms, |state| {
-            let elapsed = now_ms.saturating_sub(state.last_ms) as f64;
-            state.last_ms = state.last_ms.max(now_ms);
-            state.tokens = (state.tokens + elapsed * self.rate_per_ms).min(burst);
-            if state.tokens >= 1.0 {
-                state.tokens -= 1.0;
-                true
-            } else {
-                false
-            }
-        })
-        .unwrap_or(true)
+        let Some(state) = self.state(ip, now_ms) else {
+            return true;
+        };
+        let now = now_ms as u32;
+        let mut admitted = false;
+        let _ = state
+            .bucket
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                let (last, tokens) = unpack(cur);
+                // Another thread may have stamped a later time: no refill then.
+                let elapsed = now.wrapping_sub(last);
+                let (elapsed, stamp) = if elapsed > u32::MAX / 2 {
+                    (0, last)
+                } else {
+                    (elapsed, now)
+                };
+                let tokens = (u64::from(tokens) + u64::from(elapsed) * self.rate).min(self.burst);
+                admitted = tokens >= 1000;
+                let tokens = if admitted { tokens - 1000 } else { tokens };
+                Some(pack(stamp, tokens as u32))
+            });
+        admitted
     }
 
     /// Counts a name that looked like tunnel data (and was not in the cache):
     /// `true` once the client has sent [`TUNNEL_THRESHOLD`] of them within the
     /// window, so this query is flagged.
     pub fn note_suspicious(&self, ip: IpAddr, now_ms: u64) -> bool {
-        self.with_state(ip, now_ms, |state| {
-            if now_ms.saturating_sub(state.window_start_ms) >= TUNNEL_WINDOW_MS {
-                state.window_start_ms = now_ms;
-                state.suspicious = 0;
-            }
-            state.suspicious = state.suspicious.saturating_add(1);
-            state.suspicious >= TUNNEL_THRESHOLD
-        })
-        .unwrap_or(false)
-    }
-
-    /// Runs `f` on the client's state, creating it if there is room (`None`
-    /// when there is not).
-    fn with_state<T>(
-        &self,
-        ip: IpAddr,
-        now_ms: u64,
-        f: impl FnOnce(&mut ClientState) -> T,
-    ) -> Option<T> {
-        let shard = &self.shards[shard_of(&ip)];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(state) = map.get_mut(&ip) {
-            return Some(f(state));
-        }
-        if map.len() >= MAX_CLIENTS / SHARDS {
-            map.retain(|_, s| now_ms.saturating_sub(s.last_ms) < IDLE_MS);
-            if map.len() >= MAX_CLIENTS / SHARDS {
-                return None;
-            }
-        }
-        let state = map.entry(ip).or_insert(ClientState {
-            tokens: self.burst,
-            last_ms: now_ms,
-            window_start_ms: now_ms,
-            suspicious: 0,
-        });
-        Some(f(state))
+        let Some(state) = self.state(ip, now_ms) else {
+            return false;
+        };
+        let now = now_ms as u32;
+        let mut count = 0;
+        let _ = state
+            .tunnel
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                let (start, n) = unpack(cur);
+                let (start, n) = if u64::from(now.wrapping_sub(start)) >= TUNNEL_WINDOW_MS {
+                    (now, 0)
+                } else {
+                    (start, n)
+                };
+                count = n.saturating_add(1);
+                Some(pack(start, count))
+            });
+        count >= TUNNEL_THRESHOLD
     }
 }
 
@@ -145,9 +214,24 @@ mod tests {
     }
 
     #[test]
-    fn zero_means_no_limit() {
+    fn threads_share_one_clients_bucket() {
+        let t = Arc::new(ClientTable::new(100));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let t = Arc::clone(&t);
+                std::thread::spawn(move || (0..100).filter(|_| t.admit(IP, 5)).count())
+            })
+            .collect();
+        let passed: usize = threads.into_iter().map(|h| h.join().expect("thread")).sum();
+        assert_eq!(passed, 100, "one bucket of 100, whichever thread asks");
+    }
+
+    #[test]
+    fn zero_means_no_limit_and_huge_rates_are_capped() {
         let t = ClientTable::new(0);
         assert!((0..10_000).all(|_| t.admit(IP, 0)));
+        let t = ClientTable::new(u32::MAX);
+        assert!((0..100_000).all(|_| t.admit(IP, 0)));
     }
 
     #[test]

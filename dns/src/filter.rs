@@ -64,7 +64,6 @@ pub struct Deferred {
     school: Arc<str>,
     device: Option<Arc<str>>,
     tunnel: bool,
-    key: CacheKey,
     rewrite: Option<Box<QueryName>>,
     stale: Option<Hit>,
 }
@@ -135,8 +134,10 @@ impl DnsFilter {
         Recorder::hold_on_this_thread();
     }
 
-    pub(crate) fn flush_events(&self) {
-        self.recorder.flush(&self.counters);
+    /// Sends the events this thread holds, if enough have gathered or the oldest
+    /// has waited long enough (`force`: now).
+    pub(crate) fn flush_events(&self, now: Instant, force: bool) {
+        self.recorder.flush_if_due(now, force, &self.counters);
     }
 
     /// Answers one packet completely (waiting for upstream if need be): for
@@ -291,7 +292,6 @@ impl DnsFilter {
                 school: Arc::clone(&client.school),
                 device: client.device.clone(),
                 tunnel,
-                key,
                 rewrite,
                 stale,
                 verdict,
@@ -322,10 +322,18 @@ impl DnsFilter {
         let result = match &d.rewrite {
             Some(target) => {
                 self.forwarder
-                    .resolve_rewrite(&d.key, ask, target.wire(), &self.counters)
+                    .resolve_rewrite(
+                        &CacheKey::new(KeyKind::SafeSearch, &d.q, Some(target.wire())),
+                        ask,
+                        target.wire(),
+                        &self.counters,
+                    )
                     .await
             }
-            None => self.forwarder.resolve(&d.key, ask, &self.counters).await,
+            None => {
+                let key = CacheKey::new(KeyKind::Upstream, &d.q, None);
+                self.forwarder.resolve(&key, ask, &self.counters).await
+            }
         };
         let (rcode, cached) = match (result, &d.stale) {
             (Ok(answer), _) => {

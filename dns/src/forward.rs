@@ -16,6 +16,7 @@ use crate::wire;
 /// The TTL of a SafeSearch CNAME when the enforced host has no records of the
 /// asked type to time it by.
 const REWRITE_NODATA_TTL: u32 = 300;
+const INFLIGHT_SHARDS: usize = 16;
 
 type Flight = Arc<OnceCell<Result<Arc<Answer>, UpstreamError>>>;
 
@@ -26,7 +27,9 @@ pub struct Forwarder {
     upstreams: Upstreams,
     /// Questions on their way upstream, so a burst of the same question (500
     /// laptops opening the same page at the start of a lesson) costs one query.
-    inflight: Mutex<HashMap<Box<[u8]>, Flight, foldhash::fast::RandomState>>,
+    /// Sharded like the cache, so the cores do not queue on one lock.
+    inflight: Box<[Mutex<HashMap<Box<[u8]>, Flight, foldhash::fast::RandomState>>]>,
+    hasher: foldhash::fast::RandomState,
     epoch: Instant,
 }
 
@@ -35,7 +38,10 @@ impl Forwarder {
         Forwarder {
             cache,
             upstreams,
-            inflight: Mutex::new(HashMap::default()),
+            inflight: (0..INFLIGHT_SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
             epoch: Instant::now(),
         }
     }
@@ -67,8 +73,12 @@ impl Forwarder {
         ask: Ask<'_>,
         counters: &Counters,
     ) -> Result<Arc<Answer>, UpstreamError> {
+        let shard = {
+            use std::hash::BuildHasher;
+            &self.inflight[self.hasher.hash_one(key.as_bytes()) as usize % INFLIGHT_SHARDS]
+        };
         let flight = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(map.entry(key.as_bytes().into()).or_default())
         };
         let result = flight
@@ -90,7 +100,7 @@ impl Forwarder {
                 }
                 let msg = result?;
                 let scanned = wire::scan_response(&msg).ok_or(UpstreamError::BadAnswer)?;
-                let (answer, ttl) = Answer::from_upstream(&msg, &scanned);
+                let (answer, ttl) = Answer::from_upstream(msg, &scanned);
                 let answer = Arc::new(answer);
                 if let Some(ttl) = ttl {
                     self.cache
@@ -100,7 +110,7 @@ impl Forwarder {
             })
             .await
             .clone();
-        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
         if map
             .get(key.as_bytes())
             .is_some_and(|f| Arc::ptr_eq(f, &flight))

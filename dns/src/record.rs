@@ -42,13 +42,23 @@ thread_local! {
     /// Allowed queries seen by this thread: sampling counts per socket loop, so
     /// the loops do not fight over one shared counter.
     static ALLOWED_SEEN: Cell<u64> = const { Cell::new(0) };
-    /// On a UDP loop thread: the events of the batch being answered, sent
-    /// together once the batch's answers are out (see [`Recorder::flush`]).
-    static HELD: RefCell<Option<Vec<AccessEvent>>> = const { RefCell::new(None) };
+    /// On a UDP loop thread: events held back to be sent together, after the
+    /// answers (see [`Recorder::flush_if_due`]).
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
 }
 
-/// Most events held for one batch (a batch is at most 32 queries).
+/// Most events a loop holds back: the pipeline's batcher is then woken about
+/// once per this many events instead of once per event.
 const HOLD_LIMIT: usize = 64;
+/// Longest an event is held back (events reach the store within the pipeline's
+/// batch timeout anyway; this adds at most this much).
+const HOLD_MS: u64 = 50;
+
+#[derive(Debug)]
+struct Held {
+    events: Vec<AccessEvent>,
+    since: Option<Instant>,
+}
 
 impl Recorder {
     pub fn new(events: EventSender, node: &str, allowed_sample: u32) -> Recorder {
@@ -105,8 +115,9 @@ impl Recorder {
             );
         }
         let event = HELD.with(|h| match h.borrow_mut().as_mut() {
-            Some(held) if held.len() < HOLD_LIMIT => {
-                held.push(event);
+            Some(held) if held.events.len() < HOLD_LIMIT => {
+                held.since.get_or_insert(o.started);
+                held.events.push(event);
                 None
             }
             _ => Some(event),
@@ -122,19 +133,34 @@ impl Recorder {
         }
     }
 
-    /// From now on this thread holds its events until [`Recorder::flush`]: a
-    /// UDP loop sends a batch's answers first and its events after, together,
-    /// so the pipeline's batcher is woken once per batch, not once per event.
+    /// From now on this thread holds its events back until
+    /// [`Recorder::flush_if_due`] sends them: a UDP loop answers first and sends
+    /// events after, several batches' worth together, so the pipeline's batcher
+    /// is woken once per [`HOLD_LIMIT`] events or [`HOLD_MS`], not per event.
     pub fn hold_on_this_thread() {
-        HELD.with(|h| *h.borrow_mut() = Some(Vec::with_capacity(HOLD_LIMIT)));
+        HELD.with(|h| {
+            *h.borrow_mut() = Some(Held {
+                events: Vec::with_capacity(HOLD_LIMIT),
+                since: None,
+            })
+        });
     }
 
-    /// Sends the events this thread holds.
-    pub fn flush(&self, counters: &Counters) {
+    /// Sends the held events if there are many, or the oldest has waited long
+    /// enough (or `force`).
+    pub fn flush_if_due(&self, now: Instant, force: bool, counters: &Counters) {
         HELD.with(|h| {
             if let Some(held) = h.borrow_mut().as_mut() {
-                for event in held.drain(..) {
-                    self.send(event, counters);
+                let due = force
+                    || held.events.len() >= HOLD_LIMIT / 2
+                    || held.since.is_some_and(|t| {
+                        now.saturating_duration_since(t).as_millis() as u64 >= HOLD_MS
+                    });
+                if due {
+                    held.since = None;
+                    for event in held.events.drain(..) {
+                        self.send(event, counters);
+                    }
                 }
             }
         });

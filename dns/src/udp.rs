@@ -77,7 +77,11 @@ pub fn run_loop(socket: UdpSocket, cx: LoopContext) {
     while !cx.shutdown.is_cancelled() {
         let n = match receive(fd, &mut recv_headers, &mut bufs, &mut lens, &mut peers) {
             Ok(n) => n,
-            Err(e) if is_transient(&e) => continue,
+            Err(e) if is_transient(&e) => {
+                // Quiet for a while: send what is held.
+                cx.filter.flush_events(std::time::Instant::now(), true);
+                continue;
+            }
             Err(e) => {
                 // ICMP errors from earlier sends surface here; nothing to do.
                 debug!(error = %e, "DNS UDP receive error");
@@ -100,8 +104,9 @@ pub fn run_loop(socket: UdpSocket, cx: LoopContext) {
             }
         }
         send_all(fd, &mut send_headers, &outs, &reply_to);
-        cx.filter.flush_events();
+        cx.filter.flush_events(received, false);
     }
+    cx.filter.flush_events(std::time::Instant::now(), true);
 }
 
 fn is_transient(e: &io::Error) -> bool {

@@ -387,7 +387,10 @@ pub struct School {
     pub filter: Arc<DnsFilter>,
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
+    /// Stops the server; the pipeline has its own token, cancelled after the
+    /// server stopped, so the events the server still held reach the store.
     shutdown: CancellationToken,
+    pipeline_shutdown: CancellationToken,
     pipeline: Option<PipelineHandle>,
     server: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -409,10 +412,11 @@ impl School {
             SqliteStore::open(&store_cfg.path, store_cfg.retention.clone()).expect("store"),
         );
         let shutdown = CancellationToken::new();
+        let pipeline_shutdown = CancellationToken::new();
         let (events, pipeline) = Pipeline::start(
             &store_cfg,
             Arc::clone(&store) as Arc<dyn EventStore>,
-            shutdown.clone(),
+            pipeline_shutdown.clone(),
         )
         .expect("pipeline");
         let filter = DnsFilter::new(Arc::clone(&policy), events.clone());
@@ -429,6 +433,7 @@ impl School {
             addr,
             store,
             shutdown,
+            pipeline_shutdown,
             pipeline: Some(pipeline),
             server: Some(server),
             _dir: dir,
@@ -441,6 +446,7 @@ impl School {
         if let Some(s) = self.server.take() {
             let _ = s.await;
         }
+        self.pipeline_shutdown.cancel();
         if let Some(p) = self.pipeline.take() {
             p.join().await;
         }
@@ -465,6 +471,7 @@ impl School {
 impl Drop for School {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.pipeline_shutdown.cancel();
     }
 }
 
