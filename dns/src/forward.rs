@@ -19,6 +19,7 @@ const REWRITE_NODATA_TTL: u32 = 300;
 const INFLIGHT_SHARDS: usize = 16;
 
 type Flight = Arc<OnceCell<Result<Arc<Answer>, UpstreamError>>>;
+type Flights = Mutex<HashMap<Box<[u8]>, Flight, foldhash::fast::RandomState>>;
 
 /// Cache, upstreams and the queries in flight.
 #[derive(Debug)]
@@ -28,7 +29,7 @@ pub struct Forwarder {
     /// Questions on their way upstream, so a burst of the same question (500
     /// laptops opening the same page at the start of a lesson) costs one query.
     /// Sharded like the cache, so the cores do not queue on one lock.
-    inflight: Box<[Mutex<HashMap<Box<[u8]>, Flight, foldhash::fast::RandomState>>]>,
+    inflight: Box<[Flights]>,
     hasher: foldhash::fast::RandomState,
     epoch: Instant,
 }
