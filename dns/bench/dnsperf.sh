@@ -3,30 +3,43 @@
 # with the same 1 M-name blocklist and the same local authoritative upstream
 # (NSD), driven by dnsperf on this machine.
 #
-#   dns/bench/dnsperf.sh [--quick] [--duration SECONDS] [--out FILE]
+#   dns/bench/dnsperf.sh [--quick] [--rounds N] [--seconds S] [--out FILE]
 #
-# Workloads, per server:
+# Servers (all running at once, each answering only when it is measured):
+#   schoolgate          every query an event (allowed_sample = 1), embedded store
+#   schoolgate-sampled  allowed queries sampled 1 in 100 (blocked ones never)
+#   schoolgate-nostore  as sampled, but the pipeline's store drops the batches and
+#                       its journal is off: the DNS path's own cost
+#   unbound             local-zone always_nxdomain for each blocked name
+#   dnsmasq             address=/name/ (NXDOMAIN) for each blocked name
+# schoolgate runs with MALLOC_ARENA_MAX=2 (set it in the service unit too):
+# glibc's per-thread arenas otherwise hold ~50 MB of freed memory.
+# Workloads:
 #   hit    cache-hit-heavy: 90 % of 1 000 names already cached, 10 % blocked names
 #   miss   cache-miss-heavy: 90 % never-seen names (an NSD wildcard), 10 % blocked
-#   10k    the hit mix at a fixed 10 000 queries/s, for latency without saturation
-# Reported: queries/s, p50/p99 latency (from dnsperf -v lines), the server's CPU
-# time per query (utime+stime from /proc/PID/stat before and after), RSS.
+#   10k    the hit mix at a fixed 10 000 queries/s: latency without saturation
+# Each round measures every server on every workload, one after the other, so
+# background load on a shared machine falls on all of them alike; the table
+# gives the median of the rounds. Reported: queries/s, p50/p99 latency (from
+# dnsperf -v lines), the server's CPU time per query (utime+stime from
+# /proc/PID/stat before and after), RSS now and peak.
 #
 # Every server runs in the foreground, bound to 127.0.0.1 only, and is stopped
 # by PID when the script ends (trap), however it ends. Every step is bounded
-# by `timeout`. Needs: dnsperf nsd unbound dnsmasq-base python3 (Debian), and
-# builds schoolgate's `bench_filter` example in release mode.
+# by `timeout`. Needs: dnsperf nsd unbound dnsmasq-base python3 bind9-dnsutils
+# (Debian); builds schoolgate's `bench_filter` example in release mode.
 set -euo pipefail
 
-QUICK=0
-DURATION=30
+ROUNDS=3
+SECONDS_PER_RUN=10
 OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=1; DURATION=10; shift ;;
-        --duration) DURATION="$2"; shift 2 ;;
+        --quick) ROUNDS=2; SECONDS_PER_RUN=5; shift ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
+        --seconds) SECONDS_PER_RUN="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
-        *) echo "usage: $0 [--quick] [--duration SECONDS] [--out FILE]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--quick] [--rounds N] [--seconds S] [--out FILE]" >&2; exit 2 ;;
     esac
 done
 
@@ -37,31 +50,37 @@ DATA="${SCHOOLGATE_DATA:-$ROOT/../shared/data}"
 TOTAL_NAMES=1000000
 HIT_NAMES=1000
 PORT_NSD=15390
-PORT_SG=15391
-PORT_UNBOUND=15392
-PORT_DNSMASQ=15393
-PORT_SG_SAMPLED=15394
-CONCURRENCY="-c 8 -q 200"
+declare -A PORT=([schoolgate]=15391 [schoolgate-sampled]=15394 [schoolgate-nostore]=15395 [unbound]=15392 [dnsmasq]=15393)
+SERVERS=(schoolgate schoolgate-sampled schoolgate-nostore unbound dnsmasq)
+CONCURRENCY=(-c 8 -q 200)
 CLK_TCK=$(getconf CLK_TCK)
 
 for tool in dnsperf nsd unbound dnsmasq python3 dig; do
-    command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install -y dnsperf nsd unbound dnsmasq-base bind9-dnsutils python3" >&2; exit 1; }
+    command -v "$tool" >/dev/null || {
+        echo "missing $tool: apt-get install -y dnsperf nsd unbound dnsmasq-base bind9-dnsutils python3" >&2
+        exit 1
+    }
+done
+for port in "$PORT_NSD" "${PORT[@]}"; do
+    if ss -Hlun "sport = :$port" | grep -q .; then echo "port $port is in use" >&2; exit 1; fi
 done
 
 WORK="$(mktemp -d /tmp/schoolgate-dnsbench.XXXXXX)"
-PIDS=()
+declare -A PID=()
+ALL_PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]:-}"; do
+    for pid in "${ALL_PIDS[@]:-}"; do
         [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     done
-    for pid in "${PIDS[@]:-}"; do
-        [ -n "$pid" ] && timeout 10 tail --pid="$pid" -f /dev/null 2>/dev/null || true
-        [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    for pid in "${ALL_PIDS[@]:-}"; do
+        [ -n "$pid" ] || continue
+        timeout 15 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
     done
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 log() { echo "[$(date +%T)] $*" >&2; }
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------
 # Build schoolgate's filter.
@@ -74,9 +93,10 @@ SG_BIN="$ROOT/target/release/examples/bench_filter"
 # Data: the blocklist, the zone, the query files.
 # ---------------------------------------------------------------------------
 log "generating the blocklist ($TOTAL_NAMES names), zone and query files in $WORK"
-timeout 600 python3 - "$DATA" "$WORK" "$TOTAL_NAMES" "$HIT_NAMES" "$DURATION" <<'PY'
+timeout 900 python3 - "$DATA" "$WORK" "$TOTAL_NAMES" "$HIT_NAMES" "$SECONDS_PER_RUN" "$ROUNDS" <<'PY'
 import gzip, os, random, re, sys
-data, work, total, hits, duration = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+data, work = sys.argv[1], sys.argv[2]
+total, hits, seconds, rounds = (int(a) for a in sys.argv[3:7])
 random.seed(8)
 valid = re.compile(r'^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)+[a-z][a-z0-9-]{0,62}$')
 names = set()
@@ -122,10 +142,12 @@ with open(os.path.join(work, "hit.txt"), "w") as fh:
 with open(os.path.join(work, "warm.txt"), "w") as fh:
     for i in range(hits):
         fh.write(f"h{i}.hit.bench A\n")
-# Enough never-seen names for the longest run at 120k queries/s, read once.
-with open(os.path.join(work, "miss.txt"), "w") as fh:
-    for i in range(duration * 120000):
-        fh.write(blocked() if random.random() < 0.1 else f"m{i}x{random.randrange(1 << 30):x}.miss.bench A\n")
+# Never-seen names for each round (every server has its own cache, so they can
+# share a round's file), enough for 150 000 queries/s.
+for r in range(1, rounds + 1):
+    with open(os.path.join(work, f"miss{r}.txt"), "w") as fh:
+        for i in range(seconds * 150000):
+            fh.write(blocked() if random.random() < 0.1 else f"r{r}m{i}x{random.randrange(1 << 30):x}.miss.bench A\n")
 print(f"blocklist: {real} names from the shared lists + {len(synthetic)} synthetic = {len(allnames)}", file=sys.stderr)
 PY
 
@@ -136,8 +158,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
-wait_ready() { # port name pid
-    local port=$1 name=$2 pid=$3
+wait_ready() { # name pid port
+    local name=$1 pid=$2 port=$3
     for _ in $(seq 1 600); do
         kill -0 "$pid" 2>/dev/null || { log "$name died while starting"; return 1; }
         if dig @127.0.0.1 -p "$port" +time=1 +tries=1 h0.hit.bench A 2>/dev/null | grep -q "status: NOERROR"; then
@@ -145,40 +167,48 @@ wait_ready() { # port name pid
         fi
         sleep 0.5
     done
-    log "$name did not become ready"; return 1
+    log "$name did not become ready"
+    return 1
 }
 
-RESULTS="$WORK/results.tsv"
-: > "$RESULTS"
+start() { # name command...
+    local name=$1; shift
+    "$@" > "$WORK/$name.stdout" 2> "$WORK/$name.stderr" &
+    PID[$name]=$!
+    ALL_PIDS+=("$!")
+}
 
-# run_dnsperf name pid port workload file extra-args...
-run_dnsperf() {
-    local name=$1 pid=$2 port=$3 workload=$4 file=$5; shift 5
-    local vlog="$WORK/$name-$workload.log" before after queries qps lat cpu_us
+RAW="$WORK/raw.tsv"
+: > "$RAW"
+
+# measure name workload round file dnsperf-args...
+measure() {
+    local name=$1 workload=$2 round=$3 file=$4; shift 4
+    local pid=${PID[$name]} port=${PORT[$name]:-$PORT_NSD} vlog="$WORK/dnsperf.log"
+    local before after queries qps lost lat cpu_us
     before=$(cpu_ticks "$pid")
-    timeout $((DURATION + 60)) dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$DURATION" -t 2 -v "$@" > "$vlog" 2>&1 || true
+    timeout $((SECONDS_PER_RUN + 60)) dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$SECONDS_PER_RUN" -t 2 -v "$@" > "$vlog" 2>&1 || true
     after=$(cpu_ticks "$pid")
     queries=$(awk '/Queries completed:/ {print $3}' "$vlog")
     qps=$(awk '/Queries per second:/ {printf "%.0f", $4}' "$vlog")
     lost=$(awk '/Queries lost:/ {print $3}' "$vlog")
-    lat=$(grep '^> ' "$vlog" | awk '{print $NF}' | sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "- -"; exit} p50=a[int(NR*0.50)+1]; p99=a[int(NR*0.99)+1]; printf "%.2f %.2f", p50*1000, p99*1000}')
-    cpu_us=$(awk -v t=$((after - before)) -v q="${queries:-0}" -v hz="$CLK_TCK" 'BEGIN { if (q>0) printf "%.1f", t/hz*1e6/q; else print "-" }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$workload" "${qps:-0}" ${lat} "$cpu_us" "$(rss_mb "$pid")" "$(hwm_mb "$pid")" "${lost:-?}" >> "$RESULTS"
-    log "$name $workload: ${qps:-0} q/s, p50/p99 ${lat} ms, ${cpu_us} µs CPU/query, RSS $(rss_mb "$pid") MB, lost ${lost:-?}"
+    # Latency percentiles from the per-response lines, in 10 µs buckets.
+    lat=$(awk '/^> / {b = int($NF * 100000); h[b]++; n++}
+        END {
+            if (n == 0) { print "- -"; exit }
+            c = 0; p50 = -1
+            for (i = 0; i <= 1000000; i++) if (i in h) {
+                c += h[i]
+                if (p50 < 0 && c >= n * 0.50) p50 = i
+                if (c >= n * 0.99) { p99 = i; break }
+            }
+            printf "%.2f %.2f", (p50 + 1) / 100, (p99 + 1) / 100
+        }' "$vlog")
+    cpu_us=$(awk -v t=$((after - before)) -v q="${queries:-0}" -v hz="$CLK_TCK" \
+        'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "-" }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$workload" "$round" "${qps:-0}" "${lat% *}" "${lat#* }" "$cpu_us" "${lost:-?}" >> "$RAW"
+    log "$name $workload r$round: ${qps:-0} q/s, p50/p99 ${lat} ms, ${cpu_us} µs CPU/query, lost ${lost:-?}"
     rm -f "$vlog"
-}
-
-bench_server() { # name pid port
-    local name=$1 pid=$2 port=$3
-    timeout 60 dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/warm.txt" -n 2 -c 8 -q 200 -t 2 > /dev/null 2>&1 || true
-    run_dnsperf "$name" "$pid" "$port" hit "$WORK/hit.txt" $CONCURRENCY
-    run_dnsperf "$name" "$pid" "$port" miss "$WORK/miss.txt" $CONCURRENCY -n 1
-    run_dnsperf "$name" "$pid" "$port" 10k "$WORK/hit.txt" $CONCURRENCY -Q 10000
-}
-
-stop() { # pid
-    kill "$1" 2>/dev/null || true
-    timeout 30 tail --pid="$1" -f /dev/null 2>/dev/null || kill -9 "$1" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------
@@ -205,15 +235,11 @@ zone:
   name: "bench."
   zonefile: "bench.zone"
 EOF
-nsd -d -c "$WORK/nsd.conf" &
-NSD_PID=$!
-PIDS+=("$NSD_PID")
-wait_ready "$PORT_NSD" nsd "$NSD_PID"
-log "nsd ready; measuring dnsperf's own ceiling against it"
-run_dnsperf nsd-direct "$NSD_PID" "$PORT_NSD" hit "$WORK/warm.txt" $CONCURRENCY
+start nsd nsd -d -c "$WORK/nsd.conf"
+wait_ready nsd "${PID[nsd]}" "$PORT_NSD"
 
 # ---------------------------------------------------------------------------
-# schoolgate.
+# The servers.
 # ---------------------------------------------------------------------------
 sg_config() { # port sample dir
     cat <<EOF
@@ -235,7 +261,7 @@ dns = ["127.0.0.1:$1"]
 upstreams = ["127.0.0.1:$PORT_NSD"]
 block_answer = "nxdomain"
 # One load generator is one client: keep the limiter's bookkeeping, not its limit.
-rate_limit_qps = 1000000000
+rate_limit_qps = 4000000
 allowed_sample = $2
 
 [store]
@@ -245,39 +271,26 @@ dead_letter = "$3/dead-letter.jsonl"
 EOF
 }
 
-run_schoolgate() { # label port sample
-    local label=$1 port=$2 sample=$3 dir="$WORK/$1"
+for name in schoolgate schoolgate-sampled schoolgate-nostore; do
+    dir="$WORK/$name"
     mkdir -p "$dir"
-    sg_config "$port" "$sample" "$dir" > "$dir/schoolgate.toml"
-    log "starting $label (allowed_sample = $sample)"
-    "$SG_BIN" "$dir/schoolgate.toml" --ut1-dir "$DATA/lists/ut1" \
+    sample=100
+    extra=()
+    [ "$name" = schoolgate ] && sample=1
+    [ "$name" = schoolgate-nostore ] && extra=(--discard-events --no-journal)
+    sg_config "${PORT[$name]}" "$sample" "$dir" > "$dir/schoolgate.toml"
+    start "$name" env MALLOC_ARENA_MAX=2 "$SG_BIN" "$dir/schoolgate.toml" "${extra[@]}" --ut1-dir "$DATA/lists/ut1" \
         "$DATA/lists/blocklistproject/drugs.txt.gz=drugs" \
         "$DATA/lists/blocklistproject/gambling.txt.gz=gambling" \
         "$DATA/lists/blocklistproject/piracy.txt.gz=piracy" \
         "$DATA/lists/porntop/adult.txt.gz=pornography" \
-        "$WORK/synthetic.txt=malware" > "$dir/stdout" 2> "$dir/stderr" &
-    local pid=$!
-    PIDS+=("$pid")
-    wait_ready "$port" "$label" "$pid"
-    log "$label: $(grep -m1 '^policy:' "$dir/stderr"), RSS $(rss_mb "$pid") MB"
-    bench_server "$label" "$pid" "$port"
-    stop "$pid"
-    log "$label counters: $(tail -1 "$dir/stderr")"
-    if [ -f "$dir/events.sqlite" ]; then
-        log "$label events stored: $(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('select count(*) from events').fetchone()[0])" "$dir/events.sqlite" 2>/dev/null || echo '?')"
-    fi
-}
+        "$WORK/synthetic.txt=malware"
+done
 
-run_schoolgate schoolgate "$PORT_SG" 1
-run_schoolgate schoolgate-sampled "$PORT_SG_SAMPLED" 100
-
-# ---------------------------------------------------------------------------
-# unbound.
-# ---------------------------------------------------------------------------
 cat > "$WORK/unbound.conf" <<EOF
 server:
-  interface: 127.0.0.1@$PORT_UNBOUND
-  port: $PORT_UNBOUND
+  interface: 127.0.0.1@${PORT[unbound]}
+  port: ${PORT[unbound]}
   do-daemonize: no
   username: ""
   chroot: ""
@@ -298,20 +311,10 @@ forward-zone:
   name: "."
   forward-addr: 127.0.0.1@$PORT_NSD
 EOF
-log "starting unbound (loading $TOTAL_NAMES local zones)"
-unbound -d -c "$WORK/unbound.conf" > "$WORK/unbound.log" 2>&1 &
-UNBOUND_PID=$!
-PIDS+=("$UNBOUND_PID")
-wait_ready "$PORT_UNBOUND" unbound "$UNBOUND_PID"
-log "unbound ready, RSS $(rss_mb "$UNBOUND_PID") MB"
-bench_server unbound "$UNBOUND_PID" "$PORT_UNBOUND"
-stop "$UNBOUND_PID"
+start unbound unbound -d -c "$WORK/unbound.conf"
 
-# ---------------------------------------------------------------------------
-# dnsmasq.
-# ---------------------------------------------------------------------------
 cat > "$WORK/dnsmasq.conf" <<EOF
-port=$PORT_DNSMASQ
+port=${PORT[dnsmasq]}
 listen-address=127.0.0.1
 bind-interfaces
 no-resolv
@@ -322,25 +325,65 @@ server=127.0.0.1#$PORT_NSD
 cache-size=100000
 conf-file=$WORK/dnsmasq-block.conf
 EOF
-log "starting dnsmasq"
-dnsmasq -k --conf-file="$WORK/dnsmasq.conf" --log-facility=- > "$WORK/dnsmasq.log" 2>&1 &
-DNSMASQ_PID=$!
-PIDS+=("$DNSMASQ_PID")
-wait_ready "$PORT_DNSMASQ" dnsmasq "$DNSMASQ_PID"
-log "dnsmasq ready, RSS $(rss_mb "$DNSMASQ_PID") MB"
-bench_server dnsmasq "$DNSMASQ_PID" "$PORT_DNSMASQ"
-stop "$DNSMASQ_PID"
+start dnsmasq dnsmasq -k --conf-file="$WORK/dnsmasq.conf" --log-facility=-
+
+declare -A RSS_START=()
+for name in "${SERVERS[@]}"; do
+    wait_ready "$name" "${PID[$name]}" "${PORT[$name]}"
+    RSS_START[$name]=$(rss_mb "${PID[$name]}")
+    log "$name ready, RSS ${RSS_START[$name]} MB"
+    timeout 60 dnsperf -s 127.0.0.1 -p "${PORT[$name]}" -d "$WORK/warm.txt" -n 2 "${CONCURRENCY[@]}" -t 2 > /dev/null 2>&1 || true
+done
+grep -h '^policy:' "$WORK"/schoolgate*.stderr | head -1 | sed 's/^/[schoolgate] /' >&2 || true
 
 # ---------------------------------------------------------------------------
-# The table.
+# The rounds.
+# ---------------------------------------------------------------------------
+PORT[nsd]=$PORT_NSD
+measure nsd hit 1 "$WORK/warm.txt" "${CONCURRENCY[@]}"
+for round in $(seq 1 "$ROUNDS"); do
+    for name in "${SERVERS[@]}"; do measure "$name" hit "$round" "$WORK/hit.txt" "${CONCURRENCY[@]}"; done
+    for name in "${SERVERS[@]}"; do measure "$name" miss "$round" "$WORK/miss$round.txt" "${CONCURRENCY[@]}" -n 1; done
+    for name in "${SERVERS[@]}"; do measure "$name" 10k "$round" "$WORK/hit.txt" "${CONCURRENCY[@]}" -Q 10000; done
+done
+
+# ---------------------------------------------------------------------------
+# The table: medians of the rounds.
 # ---------------------------------------------------------------------------
 TABLE="$WORK/table.md"
 {
-    echo "dnsperf $CONCURRENCY, ${DURATION} s per run, 2 cores shared by dnsperf, NSD and the server; $TOTAL_NAMES blocked names"
+    echo "dnsperf -c 8 -q 200, ${ROUNDS} rounds x ${SECONDS_PER_RUN} s per server and workload (median shown), 2 cores shared by dnsperf, NSD and the servers; $TOTAL_NAMES blocked names; load average $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end"
     echo
-    echo "| server | workload | queries/s | p50 ms | p99 ms | server CPU µs/query | RSS MB (peak) | lost |"
-    echo "|---|---|---|---|---|---|---|---|"
-    awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s (%s) | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' "$RESULTS"
+    echo "| server | workload | queries/s | p50 ms | p99 ms | server CPU µs/query | RSS MB at start / now / peak |"
+    echo "|---|---|---|---|---|---|---|"
+    for name in nsd "${SERVERS[@]}"; do
+        for workload in hit miss 10k; do
+            rss="-"
+            if [ "$name" != nsd ]; then rss="${RSS_START[$name]} / $(rss_mb "${PID[$name]}") / $(hwm_mb "${PID[$name]}")"; fi
+            awk -F'\t' -v n="$name" -v w="$workload" -v rss="$rss" '
+                function median(a, k,   i, j, t) {
+                    for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+                    if (k % 2) return a[(k + 1) / 2]
+                    t = (a[k / 2] + a[k / 2 + 1]) / 2
+                    return (t >= 100) ? sprintf("%.0f", t) : sprintf("%.2f", t)
+                }
+                $1 == n && $2 == w { k++; q[k] = $4; p50[k] = $5; p99[k] = $6; cpu[k] = $7 }
+                END {
+                    if (k == 0) exit
+                    label = (n == "nsd") ? "nsd (dnsperf ceiling)" : n
+                    printf "| %s | %s | %s | %s | %s | %s | %s |\n", label, w, median(q, k), median(p50, k), median(p99, k), median(cpu, k), rss
+                }' "$RAW"
+        done
+    done
 } > "$TABLE"
+for name in schoolgate schoolgate-sampled schoolgate-nostore; do
+    kill "${PID[$name]}" 2>/dev/null || true
+    timeout 30 tail --pid="${PID[$name]}" -f /dev/null 2>/dev/null || true
+    log "$name counters: $(tail -1 "$WORK/$name.stderr")"
+done
+echo
 cat "$TABLE"
+echo
+echo "raw runs (server, workload, round, q/s, p50, p99, µs CPU/query, lost):"
+cat "$RAW"
 if [ -n "$OUT" ]; then cp "$TABLE" "$OUT"; fi

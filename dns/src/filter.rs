@@ -77,7 +77,7 @@ pub struct DnsFilter {
     forwarder: Forwarder,
     clients: ClientTable,
     recorder: Recorder,
-    counters: Counters,
+    counters: Arc<Counters>,
     /// Stops the upstream receiver tasks when the filter goes away.
     shutdown: CancellationToken,
 }
@@ -103,6 +103,7 @@ impl DnsFilter {
             Duration::from_millis(dns.upstream_timeout_ms.max(1)),
             shutdown.clone(),
         );
+        let counters = Arc::new(Counters::default());
         let filter = DnsFilter {
             block: BlockSettings::from_config(dns),
             forwarder: Forwarder::new(
@@ -110,8 +111,13 @@ impl DnsFilter {
                 upstreams,
             ),
             clients: ClientTable::new(dns.rate_limit_qps),
-            recorder: Recorder::new(events, &config.policy.node, dns.allowed_sample),
-            counters: Counters::default(),
+            recorder: Recorder::new(
+                events,
+                &config.policy.node,
+                dns.allowed_sample,
+                Arc::clone(&counters),
+            ),
+            counters,
             shutdown,
             policy: Arc::clone(&policy),
         };
@@ -132,6 +138,12 @@ impl DnsFilter {
     /// [`DnsFilter::flush_events`] (the UDP loops, per batch).
     pub(crate) fn hold_events_on_this_thread(&self) {
         Recorder::hold_on_this_thread();
+    }
+
+    /// Resolves once every event the UDP loops handed over has reached the
+    /// event pipeline (blocks briefly if the hand-over queue is full).
+    pub(crate) fn events_barrier(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.recorder.barrier()
     }
 
     /// Sends the events this thread holds, if enough have gathered or the oldest

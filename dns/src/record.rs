@@ -4,7 +4,10 @@
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
+
+use tokio::sync::oneshot;
 
 use schoolgate_classifier::{Action, Category, Severity, Verdict};
 use schoolgate_events::{AccessEvent, EventSender, Source};
@@ -36,7 +39,23 @@ pub struct Recorder {
     node: Arc<str>,
     /// Log one in this many allowed, unflagged queries (1 = every one).
     sample: u64,
+    /// To the `dns-events` thread, which hands held events to the pipeline:
+    /// `EventSender::send` writes the pipeline's journal, and a UDP loop that
+    /// did that for 32 events in a row would keep the next queries waiting.
+    handoff: Option<SyncSender<Handoff>>,
 }
+
+/// What a UDP loop hands to the `dns-events` thread.
+#[derive(Debug)]
+enum Handoff {
+    Events(Vec<AccessEvent>),
+    /// Acknowledged once everything handed over before it was sent.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Batches of held events waiting for the `dns-events` thread; past it a loop
+/// sends its events itself (never drops them).
+const HANDOFF_QUEUE: usize = 256;
 
 thread_local! {
     /// Allowed queries seen by this thread: sampling counts per socket loop, so
@@ -61,12 +80,54 @@ struct Held {
 }
 
 impl Recorder {
-    pub fn new(events: EventSender, node: &str, allowed_sample: u32) -> Recorder {
+    pub fn new(
+        events: EventSender,
+        node: &str,
+        allowed_sample: u32,
+        counters: Arc<Counters>,
+    ) -> Recorder {
+        let (tx, rx) = sync_channel::<Handoff>(HANDOFF_QUEUE);
+        let sender = events.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dns-events".into())
+            .spawn(move || {
+                // Ends when the recorder (the only sender) is dropped.
+                for handoff in rx {
+                    match handoff {
+                        Handoff::Events(events) => {
+                            for event in events {
+                                if sender.send(event).is_err() {
+                                    counters.inc(C::EventsLost);
+                                }
+                            }
+                        }
+                        Handoff::Barrier(ack) => {
+                            let _ = ack.send(());
+                        }
+                    }
+                }
+            });
+        let handoff = match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::warn!(error = %e, "no dns-events thread: the UDP loops send events themselves");
+                None
+            }
+        };
         Recorder {
             events,
             node: node.into(),
             sample: u64::from(allowed_sample.max(1)),
+            handoff,
         }
+    }
+
+    /// Waits (blocking) until every event handed over so far has reached the
+    /// pipeline: at shutdown, before the pipeline stops.
+    pub fn barrier(&self) -> Option<oneshot::Receiver<()>> {
+        let (ack, done) = oneshot::channel();
+        self.handoff.as_ref()?.send(Handoff::Barrier(ack)).ok()?;
+        Some(done)
     }
 
     /// Records one query. Blocked and flagged queries are always recorded.
@@ -156,10 +217,21 @@ impl Recorder {
                     || held.since.is_some_and(|t| {
                         now.saturating_duration_since(t).as_millis() as u64 >= HOLD_MS
                     });
-                if due {
+                if due && !held.events.is_empty() {
                     held.since = None;
-                    for event in held.events.drain(..) {
-                        self.send(event, counters);
+                    let events =
+                        std::mem::replace(&mut held.events, Vec::with_capacity(HOLD_LIMIT));
+                    let events = match &self.handoff {
+                        Some(tx) => match tx.try_send(Handoff::Events(events)) {
+                            Ok(()) => return,
+                            Err(TrySendError::Full(h) | TrySendError::Disconnected(h)) => h,
+                        },
+                        None => Handoff::Events(events),
+                    };
+                    if let Handoff::Events(events) = events {
+                        for event in events {
+                            self.send(event, counters);
+                        }
                     }
                 }
             }

@@ -144,6 +144,12 @@ impl DnsServer {
         if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
             warn!("DNS filter: some queries were still running at shutdown");
         }
+        // The loops' last events are on their way to the pipeline: wait for them,
+        // so that a pipeline stopped after this server has them all.
+        let filter = Arc::clone(&self.filter);
+        if let Ok(Some(done)) = tokio::task::spawn_blocking(move || filter.events_barrier()).await {
+            let _ = tokio::time::timeout(GRACE, done).await;
+        }
         info!("DNS filter stopped");
         Ok(())
     }

@@ -27,7 +27,7 @@ use schoolgate_classifier::{Policy, RoleId, Verdict};
 use crate::wire::{MAX_NAME_WIRE, QueryName};
 
 /// Entries per thread: ample for the names one school asks within a minute.
-const CAPACITY: usize = 1 << 15;
+const CAPACITY: usize = 1 << 13;
 
 /// What the policy handler decided for a name, with the verdict for its event.
 #[derive(Clone, Debug)]
@@ -53,7 +53,8 @@ struct Entry {
     expires_ms: u64,
 }
 
-/// `role | name`.
+/// `role | name`, built on the stack for a lookup, boxed (exactly its length)
+/// in the table.
 type Key = ArrayVec<u8, { 2 + MAX_NAME_WIRE }>;
 
 #[derive(Default)]
@@ -62,7 +63,7 @@ struct Table {
     /// old policy's lists after a reload, yet keeps its allocation, so no later
     /// snapshot can take its address while the table refers to it.
     policy: Weak<Policy>,
-    map: HashMap<Key, Entry, foldhash::fast::RandomState>,
+    map: HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>,
 }
 
 thread_local! {
@@ -98,7 +99,7 @@ pub fn get_or_decide(
             t.map.clear();
             t.policy = Arc::downgrade(policy);
         }
-        if let Some(e) = t.map.get(&key)
+        if let Some(e) = t.map.get(key.as_slice())
             && now_ms < e.expires_ms
         {
             return e.decision.clone();
@@ -112,7 +113,7 @@ pub fn get_or_decide(
         t.map.clear();
     }
     t.map.insert(
-        key,
+        key.as_slice().into(),
         Entry {
             decision: decision.clone(),
             expires_ms: now_ms + valid_ms,
