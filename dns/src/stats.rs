@@ -17,6 +17,8 @@ pub struct DnsStats {
     pub queries: u64,
     pub udp: u64,
     pub tcp: u64,
+    /// UDP queries that arrived in batches (`recvmmsg`): how busy the loops are.
+    pub udp_batched: u64,
     /// Answered with the block page or NXDOMAIN (bypass canaries included).
     pub blocked: u64,
     /// Allowed but recorded for review (classifier flags, tunnelling heuristic).
@@ -62,6 +64,7 @@ pub(crate) enum C {
     Queries,
     Udp,
     Tcp,
+    UdpBatched,
     Blocked,
     Flagged,
     Rewritten,
@@ -124,6 +127,7 @@ impl Counters {
             queries: g(C::Queries),
             udp: g(C::Udp),
             tcp: g(C::Tcp),
+            udp_batched: g(C::UdpBatched),
             blocked: g(C::Blocked),
             flagged: g(C::Flagged),
             rewritten: g(C::Rewritten),

@@ -1,13 +1,14 @@
-//! The UDP socket loop: one OS thread per socket, batched system calls.
+//! The UDP socket loop: one OS thread per socket, batched system calls when busy.
 //!
 //! A DNS query over UDP costs two system calls at least (receive, send), and on
-//! a filter box they are most of the CPU a cached answer costs. So each loop
-//! takes up to [`BATCH`] datagrams with one `recvmmsg` (blocking until the
-//! first, then whatever is queued), answers them into per-slot buffers that
-//! live as long as the loop, and sends the answers with one `sendmmsg`. A quiet
-//! network sees batches of one: no waiting for a batch to fill, no added
-//! latency. A query that must go upstream becomes a task on the tokio runtime,
-//! which sends its answer itself.
+//! a filter box they are most of the CPU a cached answer costs. When datagrams
+//! queue up, a loop takes up to [`BATCH`] of them with one `recvmmsg` (blocking
+//! until the first, then whatever is queued), answers them into per-slot
+//! buffers that live as long as the loop, and sends the answers with one
+//! `sendmmsg`; no waiting for a batch to fill, so no added latency. When they
+//! do not queue up, batching costs more than it saves, and the loop takes one
+//! datagram per call (see [`run_loop`]). A query that must go upstream becomes
+//! a task on the tokio runtime, which sends its answer itself.
 //!
 //! The loop is a thread, not a task: it blocks in the kernel between packets
 //! (with a receive timeout, so it sees the cancellation token within
@@ -17,7 +18,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrayvec::ArrayVec;
 use nix::sys::socket::{
@@ -55,6 +56,12 @@ pub struct LoopContext {
 }
 
 /// Runs one socket's loop until the token is cancelled.
+///
+/// Batching pays only when datagrams queue up: `sendmmsg` and `recvmmsg` copy a
+/// header and an iovec per message, which costs more than the system call they
+/// save when a batch holds one datagram. So the loop starts with one datagram
+/// per call, switches to batches when it sees more than [`BUSY_PPS`] datagrams
+/// a second, and back when its batches average under [`QUIET_BATCH`].
 pub fn run_loop(socket: UdpSocket, cx: LoopContext) {
     if let Err(e) = socket
         .set_nonblocking(false)
@@ -65,48 +72,141 @@ pub fn run_loop(socket: UdpSocket, cx: LoopContext) {
         return;
     }
     let socket = Arc::new(socket);
-    let fd = socket.as_raw_fd();
-    let mut bufs = vec![0u8; BATCH * QUERY_BUFFER];
-    let mut lens = [0usize; BATCH];
-    let mut peers = [None::<SocketAddr>; BATCH];
-    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
-    let mut reply_to = ArrayVec::<SocketAddr, BATCH>::new();
-    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut state = Loop::new();
     cx.filter.hold_events_on_this_thread();
+    let mut batched = false;
     while !cx.shutdown.is_cancelled() {
-        let n = match receive(fd, &mut recv_headers, &mut bufs, &mut lens, &mut peers) {
-            Ok(n) => n,
-            Err(e) if is_transient(&e) => {
-                // Quiet for a while: send what is held.
-                cx.filter.flush_events(std::time::Instant::now(), true);
-                continue;
-            }
-            Err(e) => {
-                // ICMP errors from earlier sends surface here; nothing to do.
-                debug!(error = %e, "DNS UDP receive error");
-                continue;
-            }
+        batched = if batched {
+            state.batched(&socket, &cx)
+        } else {
+            state.single(&socket, &cx)
         };
-        reply_to.clear();
-        let received = std::time::Instant::now();
-        for (i, peer) in peers.iter().take(n).enumerate() {
-            let Some(peer) = *peer else { continue };
-            let packet = &bufs[i * QUERY_BUFFER..i * QUERY_BUFFER + lens[i]];
-            let out = &mut outs[reply_to.len()];
+    }
+    cx.filter.flush_events(Instant::now(), true);
+}
+
+/// Datagrams a second (per loop) above which the loop batches.
+pub const BUSY_PPS: u64 = 20_000;
+/// Average batch under which a batching loop goes back to single datagrams.
+pub const QUIET_BATCH: f64 = 1.5;
+/// Datagrams (single mode) or batches (batch mode) between two looks at the rate.
+const CHECK_EVERY: u32 = 1024;
+
+/// A loop's buffers, kept for its whole life.
+struct Loop {
+    bufs: Vec<u8>,
+    lens: [usize; BATCH],
+    peers: [Option<SocketAddr>; BATCH],
+    outs: Vec<Vec<u8>>,
+    reply_to: ArrayVec<SocketAddr, BATCH>,
+    recv_headers: MultiHeaders<SockaddrStorage>,
+    send_headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl Loop {
+    fn new() -> Loop {
+        Loop {
+            bufs: vec![0u8; BATCH * QUERY_BUFFER],
+            lens: [0; BATCH],
+            peers: [None; BATCH],
+            outs: (0..BATCH).map(|_| Vec::with_capacity(512)).collect(),
+            reply_to: ArrayVec::new(),
+            recv_headers: MultiHeaders::preallocate(BATCH, None),
+            send_headers: MultiHeaders::preallocate(BATCH, None),
+        }
+    }
+
+    /// One datagram per call until the rate says to batch; returns `true` then.
+    fn single(&mut self, socket: &Arc<UdpSocket>, cx: &LoopContext) -> bool {
+        let since = Instant::now();
+        let mut seen = 0u32;
+        while !cx.shutdown.is_cancelled() {
+            let (n, peer) = match socket.recv_from(&mut self.bufs[..QUERY_BUFFER]) {
+                Ok(r) => r,
+                Err(e) => {
+                    quiet_or_error(&e, cx);
+                    return false;
+                }
+            };
+            let received = Instant::now();
+            let packet = &self.bufs[..n];
+            let out = &mut self.outs[0];
             match cx
                 .filter
                 .answer_now_at(packet, peer.ip(), Transport::Udp, out, received)
             {
-                Step::Reply => reply_to.push(peer),
+                Step::Reply => {
+                    if let Err(e) = socket.send_to(out, peer) {
+                        debug!(error = %e, %peer, "DNS UDP send failed");
+                    }
+                }
                 Step::Silent => {}
-                Step::Deferred(d) => defer(&cx, &socket, packet, peer, d, out),
+                Step::Deferred(d) => defer(cx, socket, packet, peer, d, out),
+            }
+            cx.filter.flush_events(received, false);
+            seen += 1;
+            if seen == CHECK_EVERY {
+                let secs = received.saturating_duration_since(since).as_secs_f64();
+                return f64::from(seen) > BUSY_PPS as f64 * secs;
             }
         }
-        send_all(fd, &mut send_headers, &outs, &reply_to);
-        cx.filter.flush_events(received, false);
+        false
     }
-    cx.filter.flush_events(std::time::Instant::now(), true);
+
+    /// Batches until they get small; returns `false` then.
+    fn batched(&mut self, socket: &Arc<UdpSocket>, cx: &LoopContext) -> bool {
+        let fd = socket.as_raw_fd();
+        let (mut calls, mut datagrams) = (0u32, 0u32);
+        while !cx.shutdown.is_cancelled() {
+            let n = match receive(
+                fd,
+                &mut self.recv_headers,
+                &mut self.bufs,
+                &mut self.lens,
+                &mut self.peers,
+            ) {
+                Ok(n) => n,
+                Err(e) => {
+                    quiet_or_error(&e, cx);
+                    return false;
+                }
+            };
+            self.reply_to.clear();
+            cx.filter.counters().add(C::UdpBatched, n as u64);
+            let received = Instant::now();
+            for (i, peer) in self.peers.iter().take(n).enumerate() {
+                let Some(peer) = *peer else { continue };
+                let packet = &self.bufs[i * QUERY_BUFFER..i * QUERY_BUFFER + self.lens[i]];
+                let out = &mut self.outs[self.reply_to.len()];
+                match cx
+                    .filter
+                    .answer_now_at(packet, peer.ip(), Transport::Udp, out, received)
+                {
+                    Step::Reply => self.reply_to.push(peer),
+                    Step::Silent => {}
+                    Step::Deferred(d) => defer(cx, socket, packet, peer, d, out),
+                }
+            }
+            send_all(fd, &mut self.send_headers, &self.outs, &self.reply_to);
+            cx.filter.flush_events(received, false);
+            calls += 1;
+            datagrams += n as u32;
+            if calls == CHECK_EVERY {
+                return f64::from(datagrams) / f64::from(calls) >= QUIET_BATCH;
+            }
+        }
+        true
+    }
+}
+
+/// A receive that timed out (quiet: send the events held) or failed.
+fn quiet_or_error(e: &io::Error, cx: &LoopContext) {
+    if is_transient(e) {
+        cx.filter.flush_events(Instant::now(), true);
+    } else {
+        // ICMP errors from earlier sends surface here; nothing to do.
+        debug!(error = %e, "DNS UDP receive error");
+    }
 }
 
 fn is_transient(e: &io::Error) -> bool {

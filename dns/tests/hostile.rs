@@ -206,3 +206,56 @@ async fn tcp_clients_can_pipeline_queries() {
         assert_eq!(Message::from_vec(&msg).expect("parse").metadata.id, id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_client_is_answered_in_batches_and_nothing_is_lost() {
+    let school = School::start_with(Setup {
+        rate_limit_qps: 1_000_000,
+        ..Setup::default()
+    })
+    .await;
+    let sock = std::sync::Arc::new(
+        tokio::net::UdpSocket::bind(format!("{PUPIL}:0"))
+            .await
+            .expect("bind"),
+    );
+    let total: u16 = 20_000;
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(128));
+    let (addr, tx, w) = (
+        school.addr,
+        std::sync::Arc::clone(&sock),
+        std::sync::Arc::clone(&window),
+    );
+    let sender = tokio::spawn(async move {
+        let names = ["www.school.test.", "bet365.com.", "www.google.com."];
+        for id in 0..total {
+            w.acquire().await.expect("window").forget();
+            let q = query(id, names[usize::from(id) % 3], RecordType::A, id % 2 == 0);
+            tx.send_to(&q, addr).await.expect("send");
+        }
+    });
+    let mut seen = vec![false; usize::from(total)];
+    let mut buf = vec![0u8; 4096];
+    let mut answered = 0;
+    while answered < total {
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf)).await
+        else {
+            panic!("lost after {answered}: {:?}", school.filter.stats());
+        };
+        let (n, _) = r.expect("recv");
+        let m = Message::from_vec(&buf[..n]).expect("parse");
+        let id = usize::from(m.metadata.id);
+        assert!(!seen[id], "answered twice: {id}");
+        seen[id] = true;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(!m.answers.is_empty(), "{m:?}");
+        answered += 1;
+        window.add_permits(1);
+    }
+    sender.await.expect("sender");
+    let stats = school.filter.stats();
+    assert!(
+        stats.udp_batched > 0,
+        "the loop switched to batches: {stats:?}"
+    );
+}
