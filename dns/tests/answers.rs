@@ -77,3 +77,51 @@ async fn block_answer_can_be_nxdomain() {
         "no OPT for a client without EDNS"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_reload_applies_to_the_next_query() {
+    let school = School::start().await;
+    let before = school.dig(STAFF, &["facebook.com", "A"]).await;
+    assert_eq!(
+        before.data("A"),
+        ["192.0.2.77"],
+        "staff may use social networks"
+    );
+    // The network manager blocks social networking for staff and reloads.
+    let toml = school.toml.replace(
+        "[roles.staff]\nblock = [\"pornography\", \"malware\"]",
+        "[roles.staff]\nblock = [\"pornography\", \"malware\", \"social-networking\"]",
+    );
+    assert_ne!(toml, school.toml, "the test edits the staff role");
+    school
+        .policy
+        .store(std::sync::Arc::new(build_policy(&toml)));
+    let after = school.dig(STAFF, &["facebook.com", "A"]).await;
+    assert_eq!(after.data("A"), [BLOCK_V4.to_string()], "{}", after.output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_served_on_an_ipv6_listener() {
+    let school = School::start().await;
+    // A second server for the same filter, on IPv6 loopback.
+    let server =
+        schoolgate_dns::DnsServer::bind(school.filter.clone(), &["[::1]:0".parse().expect("addr")])
+            .expect("bind ::1");
+    let addr = server.local_addrs()[0];
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(server.run(stop.clone()));
+    let d = dig(addr, "::1", &["bet365.com", "AAAA"]).await;
+    assert_eq!(d.status, "NOERROR", "{}", d.output);
+    assert_eq!(
+        d.data("AAAA"),
+        Vec::<String>::new(),
+        "staff (::1) see no block page: {}",
+        d.output
+    );
+    let d = dig(addr, "::1", &["www.school.test", "AAAA"]).await;
+    assert_eq!(d.data("AAAA"), ["2001:db8::10"], "{}", d.output);
+    let tcp = dig(addr, "::1", &["+tcp", "www.school.test", "A"]).await;
+    assert_eq!(tcp.data("A"), ["192.0.2.10"]);
+    stop.cancel();
+    running.await.expect("task").expect("server stops cleanly");
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use schoolgate_classifier::{Category, Config, PolicyBuilder, SharedPolicy};
+use schoolgate_classifier::{Category, Config, Policy, PolicyBuilder, SharedPolicy};
 use schoolgate_dns::{DnsFilter, DnsServer};
 use schoolgate_events::{
     AccessEvent, EventStore, Pipeline, PipelineHandle, Purpose, SqliteStore, Subject,
@@ -333,6 +333,11 @@ cidr = "{GUEST}/32"
 role = "guest"
 school = "hillside"
 
+[[networks]]
+cidr = "::1/128"
+role = "staff"
+school = "hillside"
+
 [dns]
 upstreams = [{ups}]
 block_answer = "{block}"
@@ -371,19 +376,27 @@ pub const LISTS: &[(&str, Category, &str)] = &[
 ];
 
 pub fn policy(toml: &str) -> SharedPolicy {
+    schoolgate_classifier::shared(build_policy(toml))
+}
+
+/// A compiled snapshot (for a reload: `school.policy.store(...)`).
+pub fn build_policy(toml: &str) -> Policy {
     let config = Config::parse("test.toml", toml).unwrap_or_else(|e| panic!("{e}"));
     let mut b = PolicyBuilder::new(config);
     for (list, category, entry) in LISTS {
         let id = b.list(list).expect("list");
         b.add_domain(id, *category, entry);
     }
-    schoolgate_classifier::shared(b.build().expect("policy"))
+    b.build().expect("policy")
 }
 
 /// A running filter: upstream, server on 127.0.0.1:0, pipeline into SQLite.
 #[derive(Debug)]
 pub struct School {
     pub upstream: Upstream,
+    pub policy: SharedPolicy,
+    /// The configuration text the policy was built from.
+    pub toml: String,
     pub filter: Arc<DnsFilter>,
     pub addr: SocketAddr,
     pub store: Arc<SqliteStore>,
@@ -406,7 +419,8 @@ impl School {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ups = setup.upstreams_before.clone();
         ups.push(upstream.addr);
-        let policy = policy(&school_toml(dir.path(), &ups, &setup));
+        let toml = school_toml(dir.path(), &ups, &setup);
+        let policy = policy(&toml);
         let store_cfg = policy.load().config().store.clone();
         let store = Arc::new(
             SqliteStore::open(&store_cfg.path, store_cfg.retention.clone()).expect("store"),
@@ -419,7 +433,7 @@ impl School {
             pipeline_shutdown.clone(),
         )
         .expect("pipeline");
-        let filter = DnsFilter::new(Arc::clone(&policy), events.clone());
+        let filter = DnsFilter::new(Arc::clone(&policy), events);
         let server = DnsServer::bind(Arc::clone(&filter), &["127.0.0.1:0".parse().expect("addr")])
             .expect("bind");
         let addr = server.local_addrs()[0];
@@ -429,6 +443,8 @@ impl School {
         });
         School {
             upstream,
+            policy,
+            toml,
             filter,
             addr,
             store,
