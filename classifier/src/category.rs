@@ -265,10 +265,19 @@ impl CategorySet {
 
     /// The categories in id order.
     pub fn iter(self) -> impl Iterator<Item = Category> {
-        Category::ALL
-            .iter()
-            .copied()
-            .filter(move |c| self.contains(*c))
+        // Walk the set bits, not the whole taxonomy: this runs several times per
+        // decision. Every bit maps to a category (`from_bits` drops the rest).
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            while bits != 0 {
+                let id = bits.trailing_zeros() as u8;
+                bits &= bits - 1;
+                if let Some(c) = Category::from_id(id) {
+                    return Some(c);
+                }
+            }
+            None
+        })
     }
 
     /// The names joined with `,` (for events and CSV).
@@ -309,7 +318,13 @@ impl fmt::Display for CategorySet {
 
 impl Serialize for CategorySet {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
+        use serde::ser::SerializeSeq;
+        // The length up front: binary formats (the event journal's) need it.
+        let mut seq = s.serialize_seq(Some(self.len() as usize))?;
+        for category in self.iter() {
+            seq.serialize_element(&category)?;
+        }
+        seq.end()
     }
 }
 

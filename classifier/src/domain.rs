@@ -193,17 +193,36 @@ impl<V> EntryIndex<V> {
         }
     }
 
+    /// Whether the index holds no entry at all (a role without allow or deny
+    /// entries): lookups can be skipped.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty() && self.urls.is_empty()
+    }
+
     /// Calls `f` for every entry matching the normalised `host` and optional
     /// `path`, with the matched suffix and how specific the match is.
     pub fn for_each_match<'s, 'h>(
         &'s self,
         host: &'h str,
         path: Option<&str>,
+        f: impl FnMut(&'h str, Specificity, &'s V),
+    ) {
+        if self.is_empty() {
+            return;
+        }
+        self.for_each_suffix_match(&HostSuffixes::new(host), path, f);
+    }
+
+    /// [`EntryIndex::for_each_match`] with the host's suffixes hashed already, so
+    /// that one request looks up several indexes for the price of one hash walk.
+    pub fn for_each_suffix_match<'s, 'h>(
+        &'s self,
+        host: &HostSuffixes<'h>,
+        path: Option<&str>,
         mut f: impl FnMut(&'h str, Specificity, &'s V),
     ) {
         let has_urls = !self.urls.is_empty();
-        for suffix in suffixes(host) {
-            let h = name_hash(suffix);
+        for (suffix, h) in host.iter() {
             if let Some(v) = self.domains.get(&h) {
                 f(
                     suffix,
@@ -233,13 +252,53 @@ impl<V> EntryIndex<V> {
 
     /// The most specific matching entry, if any.
     pub fn best_match(&self, host: &str, path: Option<&str>) -> Option<(Specificity, &V)> {
+        if self.is_empty() {
+            return None;
+        }
+        self.best_suffix_match(&HostSuffixes::new(host), path)
+    }
+
+    /// [`EntryIndex::best_match`] with the host's suffixes hashed already.
+    pub fn best_suffix_match(
+        &self,
+        host: &HostSuffixes<'_>,
+        path: Option<&str>,
+    ) -> Option<(Specificity, &V)> {
         let mut best: Option<(Specificity, &V)> = None;
-        self.for_each_match(host, path, |_, spec, v| {
+        if self.is_empty() {
+            return best;
+        }
+        self.for_each_suffix_match(host, path, |_, spec, v| {
             if best.as_ref().is_none_or(|(b, _)| spec > *b) {
                 best = Some((spec, v));
             }
         });
         best
+    }
+}
+
+/// A normalised host's [`suffixes`] with their [`name_hash`]es, longest first:
+/// hashed once per request, looked up in every index.
+#[derive(Clone, Debug)]
+pub struct HostSuffixes<'h> {
+    host: &'h str,
+    /// Where each suffix starts in `host`, and its hash. Eight covers all but
+    /// the rarest names without touching the heap.
+    keys: smallvec::SmallVec<[(usize, u64); 8]>,
+}
+
+impl<'h> HostSuffixes<'h> {
+    pub fn new(host: &'h str) -> HostSuffixes<'h> {
+        let keys = suffixes(host)
+            .map(|s| (host.len() - s.len(), name_hash(s)))
+            .collect();
+        HostSuffixes { host, keys }
+    }
+
+    /// The suffixes and their hashes, longest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&'h str, u64)> + '_ {
+        let host = self.host;
+        self.keys.iter().map(move |&(start, h)| (&host[start..], h))
     }
 }
 

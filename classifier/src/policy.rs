@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 
 use crate::category::{Category, CategorySet, Severity};
 use crate::config::{Config, Days, Restriction, RoleConfig, TimeRange};
-use crate::domain::{EntryIndex, normalize_host, split_entry};
+use crate::domain::{EntryIndex, HostSuffixes, normalize_host, split_entry};
 use crate::keywords::{KeywordMatches, KeywordRules};
 use crate::request::Request;
 use crate::search::{decode_path, safesearch_rewrite, search_terms};
@@ -561,15 +561,18 @@ impl Policy {
         };
         let host: &str = &host;
         let path = req.path;
+        // Hashed once, looked up in the lists, `never_block` and the role's entries.
+        let suffixes = HostSuffixes::new(host);
 
         // What the request is: list categories, keyword categories, search terms.
         let mut categories = CategorySet::EMPTY;
         // A host rarely matches more than a few entries: keep them off the heap.
         let mut matches: smallvec::SmallVec<[(&str, usize, u32); 4]> = smallvec::SmallVec::new();
-        self.index.for_each_match(host, path, |suffix, spec, tag| {
-            categories = categories.union(self.tags[*tag as usize].categories);
-            matches.push((suffix, spec.path_len, *tag));
-        });
+        self.index
+            .for_each_suffix_match(&suffixes, path, |suffix, spec, tag| {
+                categories = categories.union(self.tags[*tag as usize].categories);
+                matches.push((suffix, spec.path_len, *tag));
+            });
         let url_kw = if self.keywords.is_empty() {
             KeywordMatches::default()
         } else {
@@ -590,7 +593,10 @@ impl Policy {
             .union(url_kw.categories)
             .union(search_kw.categories);
         if !categories.contains(Category::Illegal)
-            && self.never_block.best_match(host, path).is_some()
+            && self
+                .never_block
+                .best_suffix_match(&suffixes, path)
+                .is_some()
         {
             // The school's own services: only what the search terms say remains.
             categories = search_kw.categories;
@@ -644,8 +650,8 @@ impl Policy {
             return v;
         }
 
-        let deny = role.deny.best_match(host, path);
-        let allow = role.allow.best_match(host, path);
+        let deny = role.deny.best_suffix_match(&suffixes, path);
+        let allow = role.allow.best_suffix_match(&suffixes, path);
         match (deny, allow) {
             (Some((d, entry)), a) if a.is_none_or(|(a, _)| d >= a) => {
                 return verdict(
