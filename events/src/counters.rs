@@ -29,6 +29,9 @@ pub struct Counters {
     pub lost: AtomicU64,
     /// Spool records skipped as torn or corrupt.
     pub spool_corrupt: AtomicU64,
+    /// Events queued without a journal record (the journal's disk failed): they
+    /// are stored as usual, but a crash before that would lose them.
+    pub journal_failed: AtomicU64,
 }
 
 impl Counters {
@@ -56,6 +59,7 @@ impl Counters {
             dropped_allowed: get(&self.dropped_allowed),
             lost: get(&self.lost),
             spool_corrupt: get(&self.spool_corrupt),
+            journal_failed: get(&self.journal_failed),
         }
     }
 }
@@ -73,4 +77,6 @@ pub struct CountersSnapshot {
     pub dropped_allowed: u64,
     pub lost: u64,
     pub spool_corrupt: u64,
+    #[serde(default)]
+    pub journal_failed: u64,
 }

@@ -8,9 +8,10 @@
 //!   queue, a batcher that retries transient failures with back-off and sends data
 //!   errors to a dead-letter file, and [`Counters`] for the dashboard;
 //! - the disk [`spool`], where events wait while the queue is full or the store is
-//!   down, and from which they are replayed and then deleted; the same format is
-//!   the pipeline's write-ahead journal, so an event `send` accepted survives the
-//!   filter process being killed;
+//!   down, and from which they are replayed and then deleted;
+//! - the write-ahead [`journal`], a memory-mapped file each event is copied into
+//!   before it is queued, so an event `send` accepted survives the filter process
+//!   being killed;
 //! - the stores behind [`EventStore`]: [`SqliteStore`] (embedded, one school) and
 //!   [`ClickhouseStore`] (a school or a whole trust), which answer the dashboard's
 //!   and the reports' queries the same way;
@@ -23,7 +24,8 @@
 //!
 //! ```text
 //! event.rs          AccessEvent, Source, RetentionClass, Batch / BatchId
-//! pipeline.rs       Pipeline::start, EventSender, PipelineHandle, the batcher, the journal
+//! pipeline.rs       Pipeline::start, EventSender, PipelineHandle, the batcher
+//! journal.rs        write-ahead journal: memory-mapped segments, lock-free appends (invariants at the top)
 //! spool.rs          disk spool: segments of CRC-checked records + ledger (invariants at the top)
 //! counters.rs       Counters / CountersSnapshot
 //! dead_letter.rs    the dead-letter file (JSON lines)
@@ -38,6 +40,7 @@
 pub mod counters;
 pub mod dead_letter;
 pub mod event;
+pub mod journal;
 pub mod pipeline;
 pub mod privacy;
 pub mod query;
@@ -58,6 +61,8 @@ pub use query::{
 pub use store::clickhouse::{ClickhouseStore, MigrationReport, ServerInfo};
 pub use store::sqlite::SqliteStore;
 pub use store::{EventStore, StoreError};
+/// Event ids ([`EventStore::event`] takes one).
+pub use ulid::Ulid;
 
 use std::sync::Arc;
 

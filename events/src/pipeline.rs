@@ -13,12 +13,14 @@
 //!   synchronous write under the spool's mutex, on the overflow path only).
 //! - The journal (on by default, [`PipelineTuning::journal`]): the queue lives in
 //!   memory, so a filter killed by SIGKILL or the OOM killer would lose what it
-//!   held (up to `queue_capacity` events). With the journal, `send` first appends
-//!   the event to `spool_dir/journal` (the page cache: a `write`, no `fsync`), in
-//!   queue order; the batcher acknowledges the journal once a batch is stored,
-//!   dead-lettered or spooled, and at start-up whatever the journal still holds is
-//!   moved to the spool and replayed. So an event is durable against a crash of the
-//!   process as soon as `send` returns. The cost is one small write per event.
+//!   held (up to `queue_capacity` events). With the journal, `send` first copies
+//!   the event into `spool_dir/journal`, a file mapped into memory ([`journal`]:
+//!   no system call, no lock); the batcher marks each event's record done once its
+//!   batch is stored, dead-lettered or spooled, and at start-up whatever the
+//!   journal still holds is moved to the spool and replayed. So an event is
+//!   durable against a crash of the process as soon as `send` returns.
+//!
+//! [`journal`]: crate::journal
 //! - The batcher closes a batch at `batch_size` events or `batch_timeout_ms`. A
 //!   transient failure spools the batch and backs off (jittered exponential,
 //!   capped at 30 s); while the store is down every new batch goes straight to the
@@ -34,7 +36,7 @@
 //!   spool, and fsyncs the spool. Events sent after that go to the spool.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -49,6 +51,7 @@ use tracing::{debug, error, info, warn};
 use crate::counters::{Counters, CountersSnapshot};
 use crate::dead_letter::DeadLetterFile;
 use crate::event::{AccessEvent, Batch, RetentionClass};
+use crate::journal::{self, Journal, JournalError, Slot};
 use crate::privacy::{PseudonymError, Pseudonymiser};
 use crate::spool::{Position, Spool, SpoolError, SpoolOptions};
 use crate::store::{EventStore, StoreError};
@@ -72,6 +75,9 @@ pub struct PipelineTuning {
     pub stats_interval: Duration,
     /// Spool segment size (32 MiB).
     pub segment_bytes: u64,
+    /// Journal segment size (4 MiB): written pages count in the resident set
+    /// until the segment is deleted, so keep it small.
+    pub journal_segment_bytes: usize,
     /// Longest wait for one insert before it counts as a transient failure (60 s).
     pub insert_timeout: Duration,
     /// Longest wait for an insert while shutting down before spooling instead (5 s):
@@ -95,6 +101,7 @@ impl Default for PipelineTuning {
             fsync_interval: Duration::from_secs(1),
             stats_interval: Duration::from_secs(60),
             segment_bytes: 32 << 20,
+            journal_segment_bytes: 4 << 20,
             insert_timeout: Duration::from_secs(60),
             shutdown_insert_timeout: Duration::from_secs(5),
             guest_roles: vec!["guest".to_owned()],
@@ -112,6 +119,8 @@ pub enum PipelineError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Pseudonym(#[from] PseudonymError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// Why an event could not be accepted at all: the queue was full (or closed) and
@@ -144,20 +153,11 @@ struct Shared {
     pseudonymiser: Option<Pseudonymiser>,
 }
 
-/// The write-ahead journal of queued events.
-#[derive(Debug)]
-struct Journal {
-    spool: Spool,
-    /// Held across the journal append and the `try_send`, so the queue's order is
-    /// the journal's and acknowledging "everything before p" is right.
-    order: Mutex<()>,
-}
-
 /// What travels through the queue: the event and where the journal holds it.
 #[derive(Debug)]
 struct Queued {
     event: AccessEvent,
-    journal: Option<Position>,
+    journal: Option<Slot>,
 }
 
 impl Shared {
@@ -194,21 +194,19 @@ impl Shared {
         Ok(written)
     }
 
-    /// Events the journal still holds were in the queue when the process died (or
-    /// were sent after shutdown): move them to the spool, whose replay stores them.
-    fn recover_journal(&self, dead_letter: &DeadLetterFile) -> Result<(), SpoolError> {
-        let Some(journal) = &self.journal else {
-            return Ok(());
-        };
-        let mut events = Vec::new();
-        let mut last = None;
-        while let Some(record) = journal.spool.read_next()? {
-            last = Some(record.end);
-            match serde_json::from_slice::<Vec<AccessEvent>>(&record.payload) {
-                Ok(mut e) => events.append(&mut e),
+    /// Events a journal still holds were in the queue when the process died (or
+    /// were sent after shutdown): into the spool, whose replay stores them.
+    fn recover_journal(
+        &self,
+        records: Vec<journal::Record>,
+        dead_letter: &DeadLetterFile,
+    ) -> Result<(), SpoolError> {
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            match record.decode() {
+                Ok(e) => events.push(e),
                 Err(e) => {
-                    let message = format!("journal record does not decode: {e}");
-                    if let Err(io) = dead_letter.write_raw(&message, &record.payload) {
+                    if let Err(io) = dead_letter.write_raw(&e.to_string(), &record.payload) {
                         error!(error = %io, "dead-letter write failed");
                     }
                 }
@@ -220,21 +218,9 @@ impl Shared {
                 "event journal: recovering events queued before the last stop"
             );
             self.spool_events(events)?;
-        }
-        if let Some(end) = last {
-            journal.spool.ack(end)?;
+            self.spool.sync()?;
         }
         Ok(())
-    }
-
-    /// Acknowledges the journal up to `end` (the batch holding it is safe).
-    fn ack_journal(&self, end: Option<Position>) {
-        if let (Some(journal), Some(end)) = (&self.journal, end)
-            && let Err(e) = journal.spool.ack(end)
-        {
-            // Only costs a deduplicated replay at the next start.
-            warn!(error = %e, "event journal acknowledgement failed");
-        }
     }
 
     fn refresh_gauges(&self) {
@@ -268,22 +254,19 @@ impl EventSender {
                 journal: None,
             }),
             Some(journal) => {
-                let payload = serde_json::to_vec(std::slice::from_ref(&event));
-                // A poisoned lock only means another sender panicked mid-send; the
-                // order it protects is still whole.
-                let _order = journal.order.lock().unwrap_or_else(|p| p.into_inner());
-                let at = match payload
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| journal.spool.append(&p).map_err(|e| e.to_string()))
-                {
-                    Ok(at) => Some(at),
+                let slot = match journal.append(&event) {
+                    Ok(slot) => Some(slot),
                     Err(e) => {
                         // Still queued: only crash-safety is lost for this event.
+                        Counters::add(&counters.journal_failed, 1);
                         warn!(error = %e, "event journal write failed");
                         None
                     }
                 };
-                self.tx.try_send(Queued { event, journal: at })
+                self.tx.try_send(Queued {
+                    event,
+                    journal: slot,
+                })
             }
         };
         let queued = match sent {
@@ -301,7 +284,14 @@ impl EventSender {
             Err(TrySendError::Full(q) | TrySendError::Closed(q)) => q,
         };
         Counters::sub(&counters.queue_depth, 1);
-        match self.shared.spool_events(vec![queued.event]) {
+        let Queued { event, journal } = queued;
+        let spooled = self.shared.spool_events(vec![event]);
+        if spooled.is_ok()
+            && let Some(slot) = journal
+        {
+            slot.done();
+        }
+        match spooled {
             Ok(1) => Ok(Delivery::Spooled),
             Ok(_) => Ok(Delivery::Dropped),
             Err(e) => {
@@ -349,6 +339,17 @@ impl PipelineHandle {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         self.join().await;
+    }
+}
+
+/// After a batch: its events' journal records are done when it is safe; when it
+/// is not (the spool failed too), the records stay in the journal, where the
+/// next start finds them.
+fn settle_slots(slots: &mut Vec<Slot>, safe: bool) {
+    if safe {
+        slots.drain(..).for_each(Slot::done);
+    } else {
+        slots.clear();
     }
 }
 
@@ -402,19 +403,15 @@ impl Pipeline {
         } else {
             None
         };
+        // Always read what an earlier run left, even with the journal now off.
+        let journal_dir = cfg.spool_dir.join("journal");
+        let mut recovered = journal::recover(&journal_dir)?;
         let journal = if tuning.journal {
-            Some(Journal {
-                spool: Spool::open(
-                    cfg.spool_dir.join("journal"),
-                    SpoolOptions {
-                        // Bounded by the queue: acknowledged after every batch.
-                        max_bytes: u64::MAX,
-                        segment_bytes: tuning.segment_bytes.max(1),
-                        fsync: false,
-                    },
-                )?,
-                order: Mutex::new(()),
-            })
+            Some(Journal::open(
+                &journal_dir,
+                tuning.journal_segment_bytes,
+                &recovered,
+            )?)
         } else {
             None
         };
@@ -425,7 +422,8 @@ impl Pipeline {
             pseudonymiser,
         });
         let dead_letter = Arc::new(DeadLetterFile::new(cfg.dead_letter.clone()));
-        shared.recover_journal(&dead_letter)?;
+        shared.recover_journal(std::mem::take(&mut recovered.records), &dead_letter)?;
+        journal::discard(recovered)?;
         shared.refresh_gauges();
         // `mpsc::channel(0)` panics; a config of 0 means "as small as possible".
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
@@ -536,8 +534,8 @@ impl Batcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Queued>, shutdown: CancellationToken) {
         let mut buffer: Vec<AccessEvent> = Vec::with_capacity(self.batch_size);
         let mut incoming: Vec<Queued> = Vec::with_capacity(self.batch_size);
-        // The journal position of the newest event in `buffer`.
-        let mut journal_end: Option<Position> = None;
+        // The journal records of the events in `buffer`.
+        let mut slots: Vec<Slot> = Vec::new();
         let mut deadline: Option<Instant> = None;
         let mut fsync = tokio::time::interval(self.tuning.fsync_interval);
         fsync.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -569,7 +567,7 @@ impl Batcher {
                     }
                     Counters::sub(&self.shared.counters.queue_depth, n);
                     for q in incoming.drain(..) {
-                        journal_end = q.journal.or(journal_end);
+                        slots.extend(q.journal);
                         buffer.push(q.event);
                     }
                     if deadline.is_none() {
@@ -578,17 +576,15 @@ impl Batcher {
                     if buffer.len() >= self.batch_size {
                         let events = std::mem::take(&mut buffer);
                         deadline = None;
-                        if self.flush(events).await {
-                            self.shared.ack_journal(journal_end.take());
-                        }
+                        let safe = self.flush(events).await;
+                        settle_slots(&mut slots, safe);
                     }
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {
                     let events = std::mem::take(&mut buffer);
                     deadline = None;
-                    if self.flush(events).await {
-                        self.shared.ack_journal(journal_end.take());
-                    }
+                    let safe = self.flush(events).await;
+                    settle_slots(&mut slots, safe);
                 }
                 _ = sleep_until_opt(backoff_until), if backoff_until.is_some() => {
                     debug!("event store back-off over; retrying");
@@ -598,13 +594,7 @@ impl Batcher {
                 }
                 _ = fsync.tick() => {
                     let shared = Arc::clone(&self.shared);
-                    let sync = move || {
-                        shared.spool.sync()?;
-                        match &shared.journal {
-                            Some(j) => j.spool.sync(),
-                            None => Ok(()),
-                        }
-                    };
+                    let sync = move || shared.spool.sync();
                     match tokio::task::spawn_blocking(sync).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => warn!(error = %e, "event spool fsync failed"),
@@ -624,7 +614,7 @@ impl Batcher {
                 }
             }
         }
-        self.drain(rx, buffer, journal_end).await;
+        self.drain(rx, buffer, slots).await;
     }
 
     /// Shutdown: no new events into the queue (senders spool from now on), the
@@ -634,12 +624,12 @@ impl Batcher {
         mut self,
         mut rx: mpsc::Receiver<Queued>,
         mut buffer: Vec<AccessEvent>,
-        mut journal_end: Option<Position>,
+        mut slots: Vec<Slot>,
     ) {
         rx.close();
         while let Some(q) = rx.recv().await {
             Counters::sub(&self.shared.counters.queue_depth, 1);
-            journal_end = q.journal.or(journal_end);
+            slots.extend(q.journal);
             buffer.push(q.event);
         }
         let mut safe = true;
@@ -668,18 +658,11 @@ impl Batcher {
                 safe &= self.spool_or_log(batch.events);
             }
         }
-        if safe {
-            self.shared.ack_journal(journal_end);
-        }
+        settle_slots(&mut slots, safe);
         // A replay in flight stays unacknowledged in the spool: replayed next start.
         self.pending = None;
         if let Err(e) = self.shared.spool.sync() {
             error!(error = %e, "event spool fsync at shutdown failed");
-        }
-        if let Some(j) = &self.shared.journal
-            && let Err(e) = j.spool.sync()
-        {
-            error!(error = %e, "event journal fsync at shutdown failed");
         }
         self.shared.refresh_gauges();
         let c = self.shared.counters.snapshot();
