@@ -8,6 +8,8 @@ mod harness;
 mod clickhouse;
 /// Faults: ClickHouse killed mid-stream, the filter SIGKILLed, the queue overrun.
 mod faults;
+/// The write-ahead journal: recovery after a crash, concurrent writers, SIGKILL.
+mod journal;
 /// The batcher with a scripted in-memory store: batching, back-off, spool, dead letters.
 mod pipeline;
 /// Every `EventStore` query, on SQLite and on ClickHouse, against a Rust reference.
