@@ -389,6 +389,8 @@ td.locked{color:var(--crit);font-weight:600;text-align:center}
 .legend{display:flex;gap:14px;font-size:.85rem;color:var(--muted);margin-top:4px}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}.lg-blocked{background:#c0392b}.lg-flagged{background:#d68910}.lg-total{background:#1f5fbf}
 main.print{max-width:1000px;margin:0 auto}.mt0{margin:0}.mb{margin:0 0 14px}.neg{margin:-4px 0 16px}.grow{flex:1;min-width:260px}.note{border-top:1px solid var(--line);padding-top:6px;margin-top:6px}
+.checks{display:flex;flex-wrap:wrap;gap:4px 14px;margin:2px 0 8px}label.check{display:inline-flex;align-items:center;gap:4px;font-weight:400;margin:0}
+span.label{display:block;font-weight:600;font-size:.88rem;margin:10px 0 4px}select[multiple]{width:100%}
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;font-size:.93rem}.kv dt{color:var(--muted)}.kv dd{margin:0}
 .diff{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.82rem;white-space:pre-wrap;background:#fbfcfe;border:1px solid var(--line);border-radius:8px;padding:8px;overflow-x:auto}
 .diff .add{background:#e6f5ec;display:block}.diff .del{background:#fbe3e0;display:block}.diff .ctx{color:#77808f;display:block}

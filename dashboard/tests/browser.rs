@@ -373,3 +373,49 @@ async fn a_headteacher_opens_the_weekly_summary_in_the_browser() {
     d.screenshot("13-weekly-summary").await;
     d.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_manager_adds_a_timed_rule_on_a_tablet() {
+    let h = Harness::start().await;
+    // Staff's verdict for a games site at a school-time moment today.
+    let staff_at = |hh: i8, mm: i8| {
+        let p = h.policy.load();
+        let id = p.role_id("staff").expect("role");
+        let tz = jiff::tz::TimeZone::get("Europe/London").expect("tz");
+        let at = Timestamp::now()
+            .to_zoned(tz.clone())
+            .date()
+            .at(hh, mm, 0, 0)
+            .to_zoned(tz)
+            .expect("zoned")
+            .timestamp();
+        p.decide(&schoolgate_classifier::Request::url(
+            id,
+            "https://minecraft.net/",
+            at,
+        ))
+        .action
+    };
+    assert_eq!(staff_at(12, 30), Action::Allow);
+    let d = Driver::start(820, 1180).await;
+    d.login(&h.base, Role::NetworkManager).await;
+    d.goto(&format!("{}/policy/schedules", h.base)).await;
+    d.screenshot("14-schedules-tablet").await;
+    d.click("#t-role option[value='staff']").await;
+    d.click("input[name='schedule'][value='lunch']").await;
+    d.click("#t-block option[value='games']").await;
+    d.type_into("#t-reason", "No games for staff at lunch (SLT minute 7)")
+        .await;
+    d.click("#add-timed button[type=submit]").await;
+    d.wait_url("ok=").await;
+    let page = d.source().await;
+    assert!(
+        page.contains("roles.staff.timed: added during lunch: block games"),
+        "the saved change is shown"
+    );
+    d.screenshot("15-timed-rule-added-tablet").await;
+    // The running policy changed: blocked at lunch, not before it.
+    assert_eq!(staff_at(12, 30), Action::Block);
+    assert_eq!(staff_at(10, 0), Action::Allow);
+    d.quit().await;
+}

@@ -287,3 +287,256 @@ async fn test_a_url_decides_for_every_role_with_reasons() {
     let r = nm.get("/api/policy/test?url=").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+/// Staff's verdict for `url` at a school-time (Europe/London) moment.
+fn staff_at(h: &Harness, url: &str, at: &str) -> Action {
+    let p = h.policy.load();
+    let id = p.role_id("staff").expect("role");
+    let at = at
+        .parse::<jiff::civil::DateTime>()
+        .expect("time")
+        .to_zoned(jiff::tz::TimeZone::get("Europe/London").expect("tz"))
+        .expect("zoned")
+        .timestamp();
+    p.decide(&schoolgate_classifier::Request::url(id, url, at))
+        .action
+}
+
+#[tokio::test]
+async fn timed_rules_and_term_dates_change_verdicts_by_time_and_day() {
+    let h = Harness::start().await;
+    let mut nm = h.login(Role::NetworkManager).await;
+    let base = nm.get("/api/policy").await.json()["base"]
+        .as_str()
+        .expect("base")
+        .to_owned();
+    // Games blocked for staff, except at lunch and after 16:00 on school days;
+    // the autumn term with an INSET day. The schedule and the rule that uses it
+    // go in one save.
+    let r = nm
+        .post_json(
+            "/api/policy",
+            &serde_json::json!({ "base": base, "reason": "SLT: games at lunch and after school", "changes": [
+                change("staff", "games", "block"),
+                { "op": "set-schedule", "name": "staff-free", "days": "school-days", "times": ["12:15-13:05", "16:00-24:00"] },
+                { "op": "add-timed-rule", "role": "staff", "schedule": ["staff-free"], "allow": ["games"] },
+                { "op": "set-calendar", "terms": [{ "name": "Autumn 2026", "start": "2026-09-03", "end": "2026-12-18" }], "closures": ["2026-11-27"] },
+            ] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let changes = r.json()["changes"].clone();
+    assert_eq!(
+        changes[2], "roles.staff.timed: added during staff-free: allow games",
+        "{changes}"
+    );
+    assert_eq!(
+        changes[3],
+        "calendar.terms: added Autumn 2026 2026-09-03..2026-12-18; calendar.closures: added 2026-11-27"
+    );
+    let url = "https://minecraft.net/";
+    // Tuesday 24 November 2026, in term.
+    assert_eq!(staff_at(&h, url, "2026-11-24T10:00"), Action::Block);
+    assert_eq!(staff_at(&h, url, "2026-11-24T12:30"), Action::Allow);
+    assert_eq!(staff_at(&h, url, "2026-11-24T16:30"), Action::Allow);
+    // The INSET day, a Saturday, and a day after the term are not school days.
+    assert_eq!(staff_at(&h, url, "2026-11-27T12:30"), Action::Block);
+    assert_eq!(staff_at(&h, url, "2026-11-28T12:30"), Action::Block);
+    assert_eq!(staff_at(&h, url, "2027-01-05T12:30"), Action::Block);
+    // Test a URL at a time agrees.
+    let t = nm
+        .get("/api/policy/test?url=minecraft.net&at=2026-11-24T12:30")
+        .await
+        .json();
+    let staff = t
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|v| v["role"] == "staff")
+        .expect("staff")
+        .clone();
+    assert_eq!(staff["action"], "allow", "{staff}");
+    // The file keeps its comments and reads as a school would write it.
+    let text = h.config_text();
+    assert!(
+        text.contains("[[roles.staff.timed]]")
+            && text.contains("schedule = \"staff-free\"")
+            && text.contains("# the usual"),
+        "{text}"
+    );
+    // The API shows the rule and the calendar; the page lists both.
+    let p = nm.get("/api/policy").await.json();
+    let staff = p["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .find(|r| r["name"] == "staff")
+        .expect("staff")
+        .clone();
+    assert_eq!(staff["timed"][0]["allow"][0], "games", "{staff}");
+    assert_eq!(p["calendar"]["terms"][0]["start"], "2026-09-03");
+    assert_eq!(p["calendar"]["closures"][0], "2026-11-27");
+    let page = nm.get("/policy/schedules").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("Timed rules")
+            && page.body.contains("Autumn 2026: 2026-09-03..2026-12-18")
+            && page.body.contains("School calendar"),
+        "{}",
+        page.body
+    );
+    // The forms: remove the rule, then change the calendar.
+    let r = nm
+        .post_form(
+            "/policy/timed",
+            &[
+                ("reason", "games policy withdrawn"),
+                ("op", "remove"),
+                ("role", "staff"),
+                ("index", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(
+        r.location().starts_with("/policy/schedules?ok="),
+        "{}",
+        r.location()
+    );
+    assert_eq!(staff_at(&h, url, "2026-11-24T12:30"), Action::Block);
+    let r = nm
+        .post_form(
+            "/policy/calendar",
+            &[
+                ("reason", "term dates 2026-27"),
+                ("school_day", "mon"),
+                ("school_day", "tue"),
+                ("school_day", "wed"),
+                ("school_day", "thu"),
+                (
+                    "terms",
+                    "Autumn 2026: 2026-09-03..2026-12-18\nSpring 2027: 2027-01-05..2027-03-26",
+                ),
+                ("closures", "2026-10-26..2026-10-30"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let c = h.policy.load().config().calendar.clone();
+    assert_eq!(c.terms.len(), 2);
+    assert_eq!(c.school_days.len(), 4);
+    assert_eq!(c.closures.len(), 1);
+    let hist = nm.get("/api/policy/history").await.json();
+    assert_eq!(hist[0]["reason"], "term dates 2026-27");
+    assert!(
+        hist[0]["summary"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("calendar.school_days: mon, tue, wed, thu (was mon, tue, wed, thu, fri)"),
+        "{}",
+        hist[0]
+    );
+    assert!(
+        hist[1]["summary"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("roles.staff.timed: removed during staff-free: allow games"),
+        "{}",
+        hist[1]
+    );
+}
+
+#[tokio::test]
+async fn bad_timed_rules_and_calendars_are_refused_with_the_reason() {
+    let h = Harness::start().await;
+    let before = h.config_text();
+    let mut nm = h.login(Role::NetworkManager).await;
+    for (change, want) in [
+        (
+            serde_json::json!({ "op": "add-timed-rule", "role": "staff", "schedule": ["nap-time"], "allow": ["games"] }),
+            "schedule `nap-time` is not defined",
+        ),
+        (
+            serde_json::json!({ "op": "add-timed-rule", "role": "staff", "schedule": ["lunch"], "allow": ["illegal"] }),
+            "`illegal` can never be allowed",
+        ),
+        (
+            serde_json::json!({ "op": "add-timed-rule", "role": "staff", "schedule": ["lunch"] }),
+            "must allow, block or flag at least one category",
+        ),
+        (
+            serde_json::json!({ "op": "add-timed-rule", "role": "nobody", "schedule": ["lunch"], "allow": ["games"] }),
+            "role `nobody` is not defined",
+        ),
+        (
+            serde_json::json!({ "op": "remove-timed-rule", "role": "staff", "index": 3 }),
+            "timed rule 3 of role `staff`",
+        ),
+        (
+            serde_json::json!({ "op": "set-calendar", "terms": [{ "name": "Autumn", "start": "2026-12-18", "end": "2026-09-03" }] }),
+            "term 1: it ends (2026-09-03) before it starts (2026-12-18)",
+        ),
+        (
+            serde_json::json!({ "op": "set-calendar", "closures": ["26/10/2026"] }),
+            "`26/10/2026` is not a date or a date range",
+        ),
+        (
+            serde_json::json!({ "op": "set-calendar", "school_days": ["funday"] }),
+            "`funday` is not a day of the week",
+        ),
+    ] {
+        let r = nm
+            .post_json(
+                "/api/policy",
+                &serde_json::json!({ "reason": "try", "changes": [change] }),
+            )
+            .await;
+        assert!(
+            r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::NOT_FOUND,
+            "{change}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(r.error().contains(want), "{change}: {}", r.error());
+    }
+    // Other roles may not change timed rules or the calendar, by form or API.
+    for role in [Role::EsafetyLead, Role::Headteacher, Role::Viewer] {
+        let mut c = h.login(role).await;
+        let r = c
+            .post_form(
+                "/policy/timed",
+                &[
+                    ("reason", "x"),
+                    ("op", "remove"),
+                    ("role", "staff"),
+                    ("index", "0"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{role}");
+        assert!(
+            r.body.contains("the filtering policy"),
+            "{role}: {}",
+            r.body
+        );
+        let r = c
+            .post_form(
+                "/policy/calendar",
+                &[("reason", "x"), ("school_day", "mon")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{role}");
+        let r = c
+            .post_json(
+                "/api/policy",
+                &serde_json::json!({ "reason": "x", "changes": [{ "op": "set-calendar", "school_days": ["mon"] }] }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{role}");
+        assert!(
+            r.error()
+                .contains("the filtering policy is for the Network manager role")
+        );
+    }
+    assert_eq!(h.config_text(), before, "nothing refused was written");
+}

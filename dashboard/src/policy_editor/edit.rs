@@ -4,13 +4,17 @@
 //! what it changed; validation is left to `Config::parse` (via the reloader), which
 //! knows every rule and names the line.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use schoolgate_classifier::config::{Config, RoleConfig};
+use schoolgate_classifier::config::schedule::Term;
+use schoolgate_classifier::config::{Config, DateRange, RoleConfig, TimedRule};
 use schoolgate_classifier::{Category, Severity};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value, value};
+use toml_edit::{
+    Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table, TableLike, Value, value,
+};
 
 use crate::error::{DashboardError, Result};
 
@@ -207,6 +211,43 @@ pub enum Change {
         path: Option<String>,
         url: Option<String>,
     },
+    /// Add `[[roles.ROLE.timed]]`: while any of `schedule` is active, allow,
+    /// block and flag these categories for the role.
+    AddTimedRule {
+        role: String,
+        schedule: Vec<String>,
+        #[serde(default)]
+        allow: Vec<Category>,
+        #[serde(default)]
+        block: Vec<Category>,
+        #[serde(default)]
+        flag: BTreeMap<Category, Severity>,
+    },
+    /// Remove the role's timed rule at `index` (0-based, in file order).
+    RemoveTimedRule {
+        role: String,
+        index: usize,
+    },
+    /// `[calendar]`: the keys given replace the file's; `None` keeps it.
+    SetCalendar {
+        #[serde(default)]
+        school_days: Option<Vec<String>>,
+        #[serde(default)]
+        terms: Option<Vec<TermEdit>>,
+        /// `"2026-10-26"` or `"2026-10-26..2026-10-30"`.
+        #[serde(default)]
+        closures: Option<Vec<String>>,
+    },
+}
+
+/// One term in a [`Change::SetCalendar`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermEdit {
+    #[serde(default)]
+    pub name: String,
+    /// `YYYY-MM-DD`.
+    pub start: String,
+    pub end: String,
 }
 
 /// A role's cell, as the matrix shows it.
@@ -366,7 +407,407 @@ fn apply_one(doc: &mut DocumentMut, config: &Config, change: &Change) -> Result<
                 name.trim()
             )))
         }
+        Change::AddTimedRule {
+            role,
+            schedule,
+            allow,
+            block,
+            flag,
+        } => add_timed_rule(
+            doc,
+            config,
+            role,
+            &TimedRule {
+                schedule: schedule.clone(),
+                allow: allow.clone(),
+                block: block.clone(),
+                flag: flag.clone(),
+            },
+        ),
+        Change::RemoveTimedRule { role, index } => remove_timed_rule(doc, config, role, *index),
+        Change::SetCalendar {
+            school_days,
+            terms,
+            closures,
+        } => set_calendar(
+            doc,
+            config,
+            school_days.as_deref(),
+            terms.as_deref(),
+            closures.as_deref(),
+        ),
     }
+}
+
+/// How a timed rule reads in the change history and on the pages.
+pub fn describe_timed(t: &TimedRule) -> String {
+    let names = |v: &[Category]| v.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+    let mut parts = Vec::new();
+    if !t.allow.is_empty() {
+        parts.push(format!("allow {}", names(&t.allow)));
+    }
+    if !t.block.is_empty() {
+        parts.push(format!("block {}", names(&t.block)));
+    }
+    if !t.flag.is_empty() {
+        parts.push(format!(
+            "flag {}",
+            t.flag
+                .iter()
+                .map(|(c, s)| format!("{c} ({s})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    format!("during {}: {}", t.schedule.join(", "), parts.join("; "))
+}
+
+fn category_array(v: &[Category]) -> Array {
+    let mut a = Array::new();
+    for c in v {
+        a.push(c.name());
+    }
+    a
+}
+
+fn add_timed_rule(
+    doc: &mut DocumentMut,
+    config: &Config,
+    role: &str,
+    rule: &TimedRule,
+) -> Result<Option<String>> {
+    if !config.roles.contains_key(role) {
+        return Err(DashboardError::bad_request(format!(
+            "role `{role}` is not defined"
+        )));
+    }
+    let mut rule = rule.clone();
+    rule.schedule = rule
+        .schedule
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    rule.schedule.dedup();
+    if rule.schedule.is_empty() {
+        return Err(DashboardError::bad_request(
+            "choose at least one schedule for the timed rule",
+        ));
+    }
+    // The document, not `config`: a schedule added earlier in the same save counts.
+    let defined = |s: &str| {
+        doc.get("schedules")
+            .and_then(Item::as_table_like)
+            .is_some_and(|t| t.contains_key(s))
+    };
+    if let Some(s) = rule.schedule.iter().find(|s| !defined(s)) {
+        return Err(DashboardError::bad_request(format!(
+            "schedule `{s}` is not defined; add it first"
+        )));
+    }
+    if rule.allow.is_empty() && rule.block.is_empty() && rule.flag.is_empty() {
+        return Err(DashboardError::bad_request(
+            "a timed rule must allow, block or flag at least one category",
+        ));
+    }
+    if rule.allow.iter().any(|c| c.is_locked()) {
+        return Err(DashboardError::bad_request(
+            "`illegal` can never be allowed, by any role or schedule",
+        ));
+    }
+    if let Some(c) = rule.allow.iter().find(|c| rule.block.contains(c)) {
+        return Err(DashboardError::bad_request(format!(
+            "`{c}` cannot be both allowed and blocked by one timed rule"
+        )));
+    }
+    let mut t = Table::new();
+    let schedule = if rule.schedule.len() == 1 {
+        value(rule.schedule[0].as_str())
+    } else {
+        let mut a = Array::new();
+        for s in &rule.schedule {
+            a.push(s.as_str());
+        }
+        value(a)
+    };
+    t.insert("schedule", schedule);
+    if !rule.allow.is_empty() {
+        t.insert("allow", value(category_array(&rule.allow)));
+    }
+    if !rule.block.is_empty() {
+        t.insert("block", value(category_array(&rule.block)));
+    }
+    if !rule.flag.is_empty() {
+        let mut f = InlineTable::new();
+        for (c, s) in &rule.flag {
+            f.insert(c.name(), Value::from(s.name()));
+        }
+        t.insert("flag", value(f));
+    }
+    let line = format!("roles.{role}.timed: added {}", describe_timed(&rule));
+    let rt = role_table(doc, role)?;
+    if rt.get("timed").is_none() {
+        rt.insert("timed", Item::ArrayOfTables(ArrayOfTables::new()));
+    }
+    match rt.get_mut("timed") {
+        Some(Item::ArrayOfTables(a)) => a.push(t),
+        Some(Item::Value(Value::Array(a))) => a.push(t.into_inline_table()),
+        _ => {
+            return Err(DashboardError::bad_request(format!(
+                "`roles.{role}.timed` in the file is not a list of tables; edit it by hand"
+            )));
+        }
+    }
+    Ok(Some(line))
+}
+
+fn remove_timed_rule(
+    doc: &mut DocumentMut,
+    config: &Config,
+    role: &str,
+    index: usize,
+) -> Result<Option<String>> {
+    let rule = config
+        .roles
+        .get(role)
+        .and_then(|r| r.timed.get(index))
+        .ok_or_else(|| DashboardError::not_found(format!("timed rule {index} of role `{role}`")))?;
+    let line = format!("roles.{role}.timed: removed {}", describe_timed(rule));
+    let rt = role_table(doc, role)?;
+    let now_empty = match rt.get_mut("timed") {
+        Some(Item::ArrayOfTables(a)) if index < a.len() => {
+            a.remove(index);
+            a.is_empty()
+        }
+        Some(Item::Value(Value::Array(a))) if index < a.len() => {
+            a.remove(index);
+            a.is_empty()
+        }
+        _ => {
+            return Err(DashboardError::not_found(format!(
+                "timed rule {index} of role `{role}`"
+            )));
+        }
+    };
+    if now_empty {
+        rt.remove("timed");
+    }
+    Ok(Some(line))
+}
+
+fn parse_date(what: &str, s: &str) -> Result<jiff::civil::Date> {
+    s.trim().parse().map_err(|_| {
+        DashboardError::bad_request(format!("{what}: `{}` is not a date (YYYY-MM-DD)", s.trim()))
+    })
+}
+
+fn term_value(t: &Term) -> InlineTable {
+    let mut it = InlineTable::new();
+    if !t.name.is_empty() {
+        it.insert("name", Value::from(t.name.as_str()));
+    }
+    it.insert("start", Value::from(t.start.to_string()));
+    it.insert("end", Value::from(t.end.to_string()));
+    it
+}
+
+fn calendar_table(doc: &mut DocumentMut) -> Result<&mut dyn TableLike> {
+    if doc.get("calendar").is_none() {
+        doc.insert("calendar", Item::Table(Table::new()));
+    }
+    table_mut(doc, "calendar")
+        .ok_or_else(|| DashboardError::bad_request("`calendar` in the file is not a table"))
+}
+
+fn set_calendar(
+    doc: &mut DocumentMut,
+    config: &Config,
+    school_days: Option<&[String]>,
+    terms: Option<&[TermEdit]>,
+    closures: Option<&[String]>,
+) -> Result<Option<String>> {
+    let cal = &config.calendar;
+    let mut lines = Vec::new();
+    if let Some(days) = school_days {
+        let want: Vec<String> = days
+            .iter()
+            .map(|d| d.trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect();
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        const FULL: [&str; 7] = [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ];
+        if let Some(bad) = want
+            .iter()
+            .find(|d| !NAMES.contains(&d.as_str()) && !FULL.contains(&d.as_str()))
+        {
+            return Err(DashboardError::bad_request(format!(
+                "`{bad}` is not a day of the week (mon, tue, wed, thu, fri, sat, sun)"
+            )));
+        }
+        let have: Vec<String> = cal
+            .school_days
+            .iter()
+            .filter_map(|d| serde_json::to_value(d).ok())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let want: Vec<String> = NAMES
+            .iter()
+            .filter(|n| want.iter().any(|d| d.starts_with(*n)))
+            .map(|n| (*n).to_owned())
+            .collect();
+        if want.is_empty() {
+            return Err(DashboardError::bad_request(
+                "choose at least one school day",
+            ));
+        }
+        if want != have {
+            let mut a = Array::new();
+            for d in &want {
+                a.push(d.as_str());
+            }
+            calendar_table(doc)?.insert("school_days", value(a));
+            lines.push(format!(
+                "calendar.school_days: {} (was {})",
+                want.join(", "),
+                have.join(", ")
+            ));
+        }
+    }
+    if let Some(terms) = terms {
+        let mut want: Vec<Term> = Vec::new();
+        for (i, t) in terms.iter().enumerate() {
+            let what = format!("term {}", i + 1);
+            let (start, end) = (parse_date(&what, &t.start)?, parse_date(&what, &t.end)?);
+            if end < start {
+                return Err(DashboardError::bad_request(format!(
+                    "{what}: it ends ({end}) before it starts ({start})"
+                )));
+            }
+            want.push(Term {
+                name: t.name.trim().to_owned(),
+                start,
+                end,
+            });
+        }
+        if want != cal.terms {
+            let added: Vec<&Term> = want.iter().filter(|t| !cal.terms.contains(t)).collect();
+            let removed: Vec<&Term> = cal.terms.iter().filter(|t| !want.contains(t)).collect();
+            let t = calendar_table(doc)?;
+            match t.get_mut("terms") {
+                // Keep the rows (and their comments) that stay; add the new ones.
+                Some(Item::Value(Value::Array(a))) => {
+                    let keep: Vec<bool> = cal.terms.iter().map(|t| want.contains(t)).collect();
+                    let mut i = 0;
+                    a.retain(|_| {
+                        let k = keep.get(i).copied().unwrap_or(false);
+                        i += 1;
+                        k
+                    });
+                    for t in &added {
+                        a.push(term_value(t));
+                    }
+                }
+                Some(Item::ArrayOfTables(a)) => {
+                    let keep: Vec<bool> = cal.terms.iter().map(|t| want.contains(t)).collect();
+                    let mut i = 0;
+                    a.retain(|_| {
+                        let k = keep.get(i).copied().unwrap_or(false);
+                        i += 1;
+                        k
+                    });
+                    for t in &added {
+                        a.push(term_value(t).into_table());
+                    }
+                }
+                _ => {
+                    let mut a = Array::new();
+                    for t in &want {
+                        a.push(term_value(t));
+                    }
+                    t.insert("terms", value(a));
+                }
+            }
+            let fmt_terms = |v: &[&Term]| {
+                v.iter()
+                    .map(|t| {
+                        format!("{} {}..{}", t.name, t.start, t.end)
+                            .trim()
+                            .to_owned()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut parts = Vec::new();
+            if !added.is_empty() {
+                parts.push(format!("added {}", fmt_terms(&added)));
+            }
+            if !removed.is_empty() {
+                parts.push(format!("removed {}", fmt_terms(&removed)));
+            }
+            lines.push(format!("calendar.terms: {}", parts.join("; ")));
+        }
+    }
+    if let Some(closures) = closures {
+        let mut want: Vec<DateRange> = Vec::new();
+        for c in closures.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
+            let r = DateRange::parse(c).map_err(DashboardError::bad_request)?;
+            if !want.contains(&r) {
+                want.push(r);
+            }
+        }
+        let added: Vec<&DateRange> = want.iter().filter(|r| !cal.closures.contains(r)).collect();
+        let removed: Vec<&DateRange> = cal.closures.iter().filter(|r| !want.contains(r)).collect();
+        if !added.is_empty() || !removed.is_empty() {
+            let text = |r: &DateRange| {
+                if r.first == r.last {
+                    r.first.to_string()
+                } else {
+                    format!("{}..{}", r.first, r.last)
+                }
+            };
+            let t = calendar_table(doc)?;
+            match t.get_mut("closures") {
+                Some(Item::Value(Value::Array(a))) => {
+                    let keep: Vec<bool> = cal.closures.iter().map(|r| want.contains(r)).collect();
+                    let mut i = 0;
+                    a.retain(|_| {
+                        let k = keep.get(i).copied().unwrap_or(false);
+                        i += 1;
+                        k
+                    });
+                    for r in &added {
+                        a.push(text(r));
+                    }
+                }
+                _ => {
+                    let mut a = Array::new();
+                    for r in &want {
+                        a.push(text(r));
+                    }
+                    t.insert("closures", value(a));
+                }
+            }
+            let join_ranges =
+                |v: &[&DateRange]| v.iter().map(|r| text(r)).collect::<Vec<_>>().join(", ");
+            let mut parts = Vec::new();
+            if !added.is_empty() {
+                parts.push(format!("added {}", join_ranges(&added)));
+            }
+            if !removed.is_empty() {
+                parts.push(format!("removed {}", join_ranges(&removed)));
+            }
+            lines.push(format!("calendar.closures: {}", parts.join("; ")));
+        }
+    }
+    Ok((!lines.is_empty()).then(|| lines.join("; ")))
 }
 
 fn table_mut<'d>(doc: &'d mut DocumentMut, key: &str) -> Option<&'d mut dyn TableLike> {
@@ -816,6 +1257,77 @@ extends = "pupil"
             Some(&Severity::Medium)
         );
         assert!(c.roles["pupil"].block.contains(&Category::Vpn));
+    }
+
+    #[test]
+    fn timed_rules_and_the_calendar_keep_the_files_comments() {
+        let text = format!(
+            "{TEXT}\n[calendar]\nterms = [\n  {{ name = \"Autumn\", start = \"2026-09-03\", end = \"2026-12-18\" }},\n]\nclosures = [\n  \"2026-10-26..2026-10-30\",   # half term\n  \"2026-11-27\",               # INSET day\n]\n\n[schedules.lunch]\ntimes = [\"12:15-13:05\"]\n"
+        );
+        let config = Config::parse("t.toml", &text).expect("config");
+        let mut doc: DocumentMut = text.parse().expect("toml");
+        let s = apply(
+            &mut doc,
+            &config,
+            &[
+                Change::AddTimedRule {
+                    role: "pupil".into(),
+                    schedule: vec!["lunch".into()],
+                    allow: vec![Category::Games],
+                    block: vec![],
+                    flag: BTreeMap::from([(Category::Streaming, Severity::Low)]),
+                },
+                Change::SetCalendar {
+                    school_days: None,
+                    terms: Some(vec![
+                        TermEdit {
+                            name: "Autumn".into(),
+                            start: "2026-09-03".into(),
+                            end: "2026-12-18".into(),
+                        },
+                        TermEdit {
+                            name: "Spring".into(),
+                            start: "2027-01-05".into(),
+                            end: "2027-03-26".into(),
+                        },
+                    ]),
+                    closures: Some(vec!["2026-11-27".into()]),
+                },
+            ],
+        )
+        .expect("apply");
+        assert_eq!(
+            s,
+            [
+                "roles.pupil.timed: added during lunch: allow games; flag streaming (low)",
+                "calendar.terms: added Spring 2027-01-05..2027-03-26; calendar.closures: removed 2026-10-26..2026-10-30"
+            ]
+        );
+        let out = doc.to_string();
+        assert!(
+            out.contains("# INSET day") && out.contains("# never"),
+            "{out}"
+        );
+        let c = Config::parse("t.toml", &out).expect("still valid");
+        assert_eq!(c.roles["pupil"].timed[0].allow, [Category::Games]);
+        assert_eq!(c.calendar.terms.len(), 2);
+        assert_eq!(c.calendar.closures.len(), 1);
+        let mut doc2: DocumentMut = out.parse().expect("toml");
+        let s = apply(
+            &mut doc2,
+            &c,
+            &[Change::RemoveTimedRule {
+                role: "pupil".into(),
+                index: 0,
+            }],
+        )
+        .expect("remove");
+        assert_eq!(
+            s,
+            ["roles.pupil.timed: removed during lunch: allow games; flag streaming (low)"]
+        );
+        let c = Config::parse("t.toml", &doc2.to_string()).expect("valid");
+        assert!(c.roles["pupil"].timed.is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::auth::{CurrentUser, Role};
 use crate::error::{DashboardError, Result};
 use crate::ui;
 use crate::web::{Form, Json, Query, non_empty, see_other};
-use edit::{Cell, CellState, Change, LocalList, RestrictionKind};
+use edit::{Cell, CellState, Change, LocalList, RestrictionKind, TermEdit};
 
 const WHAT: &str = "the filtering policy";
 const EDITORS: &[Role] = &[Role::NetworkManager];
@@ -45,6 +45,8 @@ pub fn routes() -> Router<App> {
             "/policy/schedules",
             get(schedules_page).post(schedules_form),
         )
+        .route("/policy/calendar", post(calendar_form))
+        .route("/policy/timed", post(timed_form))
         .route("/policy/networks", get(networks_page).post(networks_form))
         .route("/policy/test", get(test_page))
         .route("/api/policy/test", get(test_api))
@@ -304,6 +306,8 @@ fn problem_banner(cur: &Current) -> Markup {
 struct MatrixJson {
     base: String,
     roles: Vec<RoleJson>,
+    schedules: std::collections::BTreeMap<String, schoolgate_classifier::config::ScheduleConfig>,
+    calendar: schoolgate_classifier::config::CalendarConfig,
 }
 
 #[derive(Debug, Serialize)]
@@ -314,6 +318,9 @@ struct RoleJson {
     categories: Vec<(Category, Cell)>,
     allow: Vec<String>,
     deny: Vec<String>,
+    safesearch: Option<schoolgate_classifier::config::Restriction>,
+    youtube: Option<schoolgate_classifier::config::Restriction>,
+    timed: Vec<schoolgate_classifier::config::TimedRule>,
 }
 
 async fn policy_api(State(app): State<App>, user: CurrentUser) -> Result<axum::Json<MatrixJson>> {
@@ -333,11 +340,16 @@ async fn policy_api(State(app): State<App>, user: CurrentUser) -> Result<axum::J
                 .collect(),
             allow: r.allow.clone(),
             deny: r.deny.clone(),
+            safesearch: r.safesearch,
+            youtube: r.youtube,
+            timed: r.timed.clone(),
         })
         .collect();
     Ok(axum::Json(MatrixJson {
         base: cur.base,
         roles,
+        schedules: cur.config.schedules.clone(),
+        calendar: cur.config.calendar.clone(),
     }))
 }
 
@@ -679,7 +691,7 @@ async fn schedules_page(
         "Schedules",
         "/policy/schedules",
         html! {
-            (ui::page_head("Schedules", Some("Time windows that roles' timed rules refer to (lessons, lunch, after school), in school time.")))
+            (ui::page_head("Schedules", Some("Time windows in school time (lessons, lunch, after school), the timed rules that use them, and the school calendar.")))
             (problem_banner(&cur))
             @if let Some(m) = non_empty(&f.ok) { (ui::alert("ok", m)) }
             div.table-wrap {
@@ -710,6 +722,7 @@ async fn schedules_page(
                     }
                 }
             }
+            (timed_rules_view(&user, &cur))
             div.card {
                 h2 { "Add or change a schedule" }
                 form method="post" action="/policy/schedules" {
@@ -726,8 +739,280 @@ async fn schedules_page(
                     div.actions { button.btn type="submit" { "Save and apply" } }
                 }
             }
+            (calendar_view(&user, &cur))
         },
     ))
+}
+
+const DAY_NAMES: [(&str, &str); 7] = [
+    ("mon", "Mon"),
+    ("tue", "Tue"),
+    ("wed", "Wed"),
+    ("thu", "Thu"),
+    ("fri", "Fri"),
+    ("sat", "Sat"),
+    ("sun", "Sun"),
+];
+
+/// Every role's timed rules, with a form to add one.
+fn timed_rules_view(user: &CurrentUser, cur: &Current) -> Markup {
+    let c = &cur.config;
+    let rules: Vec<(&String, usize, &schoolgate_classifier::config::TimedRule)> = c
+        .roles
+        .iter()
+        .flat_map(|(name, r)| r.timed.iter().enumerate().map(move |(i, t)| (name, i, t)))
+        .collect();
+    let names = |v: &[Category]| v.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ");
+    html! {
+        h2 #timed { "Timed rules" }
+        p.muted.small { "While one of its schedules is active, a timed rule allows (lifting a block), blocks or flags categories for a role: e.g. social networking for staff at lunch and after 16:00 on school days." }
+        @if rules.is_empty() { (ui::empty("No timed rules: every role's settings apply all day.")) } @else {
+            div.table-wrap { table.timed {
+                thead { tr { th { "Role" } th { "During" } th { "Allows" } th { "Blocks" } th { "Flags" } th {} } }
+                tbody { @for (role, i, t) in &rules { tr {
+                    td { a.chip href={ "/policy/role/" (role) } { (role) } }
+                    td { @for s in &t.schedule { span.chip { (s) } } }
+                    td { (names(&t.allow)) }
+                    td { (names(&t.block)) }
+                    td { (t.flag.iter().map(|(c, s)| format!("{c} ({s})")).collect::<Vec<_>>().join(", ")) }
+                    td {
+                        form.inline method="post" action="/policy/timed" data-confirm={ "Remove this timed rule of " (role) "?" } {
+                            (ui::csrf(user))
+                            input type="hidden" name="base" value=(cur.base);
+                            input type="hidden" name="op" value="remove";
+                            input type="hidden" name="role" value=(role);
+                            input type="hidden" name="index" value=(i);
+                            input type="hidden" name="reason" value={ "removed timed rule " (edit::describe_timed(t)) " of " (role) };
+                            button.btn.secondary.small type="submit" { "Remove" }
+                        }
+                    }
+                } } }
+            } }
+        }
+        @if c.schedules.is_empty() {
+            p.muted { "Add a schedule below before adding a timed rule." }
+        } @else {
+            form.card #add-timed method="post" action="/policy/timed" {
+                (ui::csrf(user))
+                input type="hidden" name="base" value=(cur.base);
+                input type="hidden" name="op" value="add";
+                h3.mt0 { "Add a timed rule" }
+                div.form-grid {
+                    div { label for="t-role" { "Role" } select #t-role name="role" { @for r in c.roles.keys() { option value=(r) { (r) } } } }
+                    div { span.label { "During (any of)" } div.checks { @for s in c.schedules.keys() {
+                        label.check { input type="checkbox" name="schedule" value=(s); " " (s) }
+                    } } }
+                }
+                div.form-grid {
+                    div { label for="t-allow" { "Allow" } select #t-allow name="allow" multiple size="6" {
+                        @for cat in Category::ALL.iter().filter(|c| !c.is_locked()) { option value=(cat.name()) { (cat.label()) } }
+                    } }
+                    div { label for="t-block" { "Block" } select #t-block name="block" multiple size="6" {
+                        @for cat in Category::ALL.iter().filter(|c| !c.is_locked()) { option value=(cat.name()) { (cat.label()) } }
+                    } }
+                    div {
+                        label for="t-flag" { "Flag" } select #t-flag name="flag" {
+                            option value="" { "nothing" }
+                            @for cat in Category::ALL.iter().filter(|c| !c.is_locked()) { option value=(cat.name()) { (cat.label()) } }
+                        }
+                        label for="t-sev" { "with severity" } select #t-sev name="severity" {
+                            @for s in ["low", "medium", "high", "critical"] { option value=(s) { (s) } }
+                        }
+                    }
+                }
+                label for="t-reason" { "Why" }
+                input #t-reason type="text" name="reason" required maxlength="500" placeholder="e.g. Staff may use social media at lunch and after school (SLT, 12 Nov)";
+                div.actions { button.btn type="submit" { "Add and apply" } }
+            }
+        }
+    }
+}
+
+/// `Autumn 2026: 2026-09-03..2026-12-18`, one term a line.
+fn term_lines(terms: &[schoolgate_classifier::config::schedule::Term]) -> String {
+    terms
+        .iter()
+        .map(|t| {
+            if t.name.is_empty() {
+                format!("{}..{}", t.start, t.end)
+            } else {
+                format!("{}: {}..{}", t.name, t.start, t.end)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn parse_term_line(line: &str) -> Result<TermEdit> {
+    let (name, range) = match line.rsplit_once(':') {
+        Some((n, r)) => (n.trim(), r.trim()),
+        None => ("", line.trim()),
+    };
+    let (start, end) = range.split_once("..").ok_or_else(|| {
+        DashboardError::bad_request(format!(
+            "`{line}` is not a term: write \"Autumn 2026: 2026-09-03..2026-12-18\""
+        ))
+    })?;
+    Ok(TermEdit {
+        name: name.to_owned(),
+        start: start.trim().to_owned(),
+        end: end.trim().to_owned(),
+    })
+}
+
+/// `[calendar]`: school days, term dates, closures.
+fn calendar_view(user: &CurrentUser, cur: &Current) -> Markup {
+    let cal = &cur.config.calendar;
+    let days: Vec<String> = cal
+        .school_days
+        .iter()
+        .filter_map(|d| serde_json::to_value(d).ok())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let closures: Vec<String> = cal
+        .closures
+        .iter()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    html! {
+        h2 #calendar { "School calendar" }
+        form.card method="post" action="/policy/calendar" {
+            (ui::csrf(user))
+            input type="hidden" name="base" value=(cur.base);
+            p.muted.small.mt0 { "Schedules on \"school-days\" apply on these days, inside a term (when terms are given) and not on a closure." }
+            span.label { "School days" }
+            div.checks { @for (v, l) in DAY_NAMES {
+                label.check { input type="checkbox" name="school_day" value=(v) checked[days.iter().any(|d| d == v)]; " " (l) }
+            } }
+            div.form-grid {
+                div { label for="terms" { "Terms (one a line: name: first day..last day)" }
+                    textarea #terms name="terms" placeholder="Autumn 2026: 2026-09-03..2026-12-18" { (term_lines(&cal.terms)) } }
+                div { label for="closures" { "Closures: half terms, INSET days, bank holidays (one a line: a date or first..last)" }
+                    textarea #closures name="closures" placeholder="2026-10-26..2026-10-30" { (closures.join("\n")) } }
+            }
+            label for="c-reason" { "Why" }
+            input #c-reason type="text" name="reason" required maxlength="500" placeholder="e.g. Term dates 2026-27 published by the trust";
+            div.actions { button.btn type="submit" { "Save and apply" } }
+        }
+    }
+}
+
+async fn calendar_form(
+    State(app): State<App>,
+    user: CurrentUser,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    user.require(EDITORS, WHAT)?;
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let school_days: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| k == "school_day")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let lines = |k: &str| -> Vec<String> {
+        get(k)
+            .unwrap_or("")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let terms = lines("terms")
+        .iter()
+        .map(|l| parse_term_line(l))
+        .collect::<Result<Vec<_>>>()?;
+    let change = Change::SetCalendar {
+        school_days: Some(school_days),
+        terms: Some(terms),
+        closures: Some(lines("closures")),
+    };
+    save_and_return(
+        &app,
+        &user,
+        get("base"),
+        get("reason").unwrap_or(""),
+        &[change],
+        "/policy/schedules",
+    )
+    .await
+}
+
+async fn timed_form(
+    State(app): State<App>,
+    user: CurrentUser,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    user.require(EDITORS, WHAT)?;
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let all = |k: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.trim().is_empty())
+            .collect()
+    };
+    let categories = |k: &str| -> Result<Vec<Category>> {
+        all(k)
+            .into_iter()
+            .map(|c| {
+                Category::from_name(c)
+                    .ok_or_else(|| DashboardError::bad_request(format!("unknown category `{c}`")))
+            })
+            .collect()
+    };
+    let role = get("role").unwrap_or("").to_owned();
+    let change = match get("op") {
+        Some("remove") => Change::RemoveTimedRule {
+            role,
+            index: get("index")
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(|| DashboardError::bad_request("which timed rule (`index`)?"))?,
+        },
+        Some("add") => {
+            let mut flag = std::collections::BTreeMap::new();
+            if let Some(c) = categories("flag")?.first() {
+                let sev = get("severity")
+                    .and_then(Severity::from_name)
+                    .unwrap_or(Severity::Low);
+                flag.insert(*c, sev);
+            }
+            Change::AddTimedRule {
+                role,
+                schedule: all("schedule").into_iter().map(str::to_owned).collect(),
+                allow: categories("allow")?,
+                block: categories("block")?,
+                flag,
+            }
+        }
+        other => {
+            return Err(DashboardError::bad_request(format!(
+                "unknown operation `{}`",
+                other.unwrap_or("")
+            )));
+        }
+    };
+    save_and_return(
+        &app,
+        &user,
+        get("base"),
+        get("reason").unwrap_or(""),
+        &[change],
+        "/policy/schedules",
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
