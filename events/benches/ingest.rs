@@ -4,7 +4,8 @@
 //! `../shared/data/benign/top.txt.gz` when present.
 //!
 //! `cargo bench -p schoolgate-events --bench ingest` (`EVENTS=n` to change the
-//! count; default 400 000 for ClickHouse, 200 000 for SQLite).
+//! count; default 400 000 for ClickHouse, 200 000 for SQLite; `ONLY=journal`,
+//! `null`, `clickhouse` or `sqlite` to run one part).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -285,9 +286,12 @@ async fn main() {
             .unwrap_or(1)
     );
 
-    journal_alone(ch_n, &hosts);
-
-    for journal in [true, false] {
+    let only = std::env::var("ONLY").ok();
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if part("journal") {
+        journal_alone(ch_n, &hosts);
+    }
+    for journal in [true, false].into_iter().filter(|_| part("null")) {
         let label = format!(
             "pipeline -> null store (journal {})",
             if journal { "on" } else { "off" }
@@ -295,6 +299,15 @@ async fn main() {
         through_pipeline(&label, Arc::new(NullStore), ch_n, journal, &hosts).await;
     }
 
+    if part("clickhouse") {
+        clickhouse(ch_n, &hosts).await;
+    }
+    if part("sqlite") {
+        sqlite(sqlite_n, &hosts).await;
+    }
+}
+
+async fn clickhouse(ch_n: u64, hosts: &[String]) {
     let ch = clickhouse_harness::ClickHouse::start();
     for (i, journal) in [true, false].into_iter().enumerate() {
         let store = Arc::new(ClickhouseStore::new(
@@ -309,12 +322,14 @@ async fn main() {
             "pipeline -> clickhouse (journal {})",
             if journal { "on" } else { "off" }
         );
-        through_pipeline(&label, store, ch_n, journal, &hosts).await;
+        through_pipeline(&label, store, ch_n, journal, hosts).await;
     }
     let store = ClickhouseStore::new(&ch.config("bench_direct"), Retention::default());
     store.migrate().await.unwrap();
-    direct("clickhouse insert, 10k batches", &store, ch_n, &hosts).await;
+    direct("clickhouse insert, 10k batches", &store, ch_n, hosts).await;
+}
 
+async fn sqlite(sqlite_n: u64, hosts: &[String]) {
     for journal in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let store =
@@ -323,7 +338,7 @@ async fn main() {
             "pipeline -> sqlite (journal {})",
             if journal { "on" } else { "off" }
         );
-        through_pipeline(&label, store, sqlite_n, journal, &hosts).await;
+        through_pipeline(&label, store, sqlite_n, journal, hosts).await;
     }
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).unwrap();
@@ -331,7 +346,7 @@ async fn main() {
         "sqlite insert (+rollups), 10k batches",
         &store,
         sqlite_n,
-        &hosts,
+        hosts,
     )
     .await;
 }
