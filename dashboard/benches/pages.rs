@@ -132,10 +132,13 @@ fn event(i: u64, now: Timestamp) -> AccessEvent {
 
 async fn fill(store: &SqliteStore, want: u64) {
     let have = store
-        .totals(&schoolgate_events::Period::new(
-            Timestamp::UNIX_EPOCH,
-            Timestamp::now() + SignedDuration::from_hours(1),
-        ))
+        .totals(
+            &schoolgate_events::Period::new(
+                Timestamp::UNIX_EPOCH,
+                Timestamp::now() + SignedDuration::from_hours(1),
+            ),
+            None,
+        )
         .await
         .unwrap_or(Totals::default())
         .requests;

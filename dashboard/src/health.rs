@@ -121,7 +121,8 @@ pub async fn collect(app: &App) -> Health {
     let started = Instant::now();
     let probe = tokio::time::timeout(
         Duration::from_secs(3),
-        app.store.counts(&hour, schoolgate_events::GroupBy::Action),
+        app.store
+            .counts(&hour, schoolgate_events::GroupBy::Action, None),
     )
     .await;
     let millis = started.elapsed().as_millis() as u64;

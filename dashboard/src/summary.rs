@@ -155,13 +155,13 @@ pub async fn build(app: &App, monday: Date) -> Result<WeeklySummary> {
     let store = &app.store;
     let trend_period = Period::new(trend_from, to);
     let (totals, by_category, by_role, by_school, days, top_blocked, bypass) = tokio::try_join!(
-        store.totals(&period),
-        store.counts(&period, GroupBy::Category),
-        store.counts(&period, GroupBy::Role),
-        store.counts(&period, GroupBy::School),
-        store.counts(&trend_period, GroupBy::Day),
-        store.top_blocked_hosts(&period, 10),
-        store.bypass_attempts(&period),
+        store.totals(&period, None),
+        store.counts(&period, GroupBy::Category, None),
+        store.counts(&period, GroupBy::Role, None),
+        store.counts(&period, GroupBy::School, None),
+        store.counts(&trend_period, GroupBy::Day, None),
+        store.top_blocked_hosts(&period, 10, None),
+        store.bypass_attempts(&period, None),
     )?;
     let mut trend: BTreeMap<Date, WeekPoint> = BTreeMap::new();
     for i in 0..TREND_WEEKS {

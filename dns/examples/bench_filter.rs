@@ -184,7 +184,20 @@ impl EventStore for Discard {
         Ok(Vec::new())
     }
 
-    async fn counts(&self, _p: &Period, _g: GroupBy) -> Result<Vec<Count>, StoreError> {
+    async fn event(
+        &self,
+        _id: schoolgate_events::Ulid,
+        _p: &Purpose,
+    ) -> Result<Option<AccessEvent>, StoreError> {
+        Ok(None)
+    }
+
+    async fn counts(
+        &self,
+        _p: &Period,
+        _g: GroupBy,
+        _school: Option<&str>,
+    ) -> Result<Vec<Count>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -192,11 +205,16 @@ impl EventStore for Discard {
         &self,
         _p: &Period,
         _n: usize,
+        _school: Option<&str>,
     ) -> Result<Vec<HostCount>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn bypass_attempts(&self, _p: &Period) -> Result<Vec<BypassAttempts>, StoreError> {
+    async fn bypass_attempts(
+        &self,
+        _p: &Period,
+        _school: Option<&str>,
+    ) -> Result<Vec<BypassAttempts>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -210,7 +228,7 @@ impl EventStore for Discard {
         Ok(0)
     }
 
-    async fn totals(&self, _p: &Period) -> Result<Totals, StoreError> {
+    async fn totals(&self, _p: &Period, _school: Option<&str>) -> Result<Totals, StoreError> {
         Ok(Totals::default())
     }
 

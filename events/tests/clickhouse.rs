@@ -96,7 +96,7 @@ async fn purge_drops_old_months_of_each_class() {
     assert_eq!(report.partitions, vec!["(202403, 0)".to_owned()]);
     let whole = Period::new(ts(BASE_MS - DAY), ts(BASE_MS + DAY));
     let keys: Vec<String> = store
-        .counts(&whole, GroupBy::Action)
+        .counts(&whole, GroupBy::Action, None)
         .await
         .expect("counts")
         .into_iter()

@@ -33,6 +33,21 @@ fn in_period(e: &AccessEvent, p: &Period) -> bool {
     t >= p.from.as_millisecond() && t < p.to.as_millisecond()
 }
 
+/// In the period and, with a school filter, of that school.
+fn in_scope(e: &AccessEvent, p: &Period, school: Option<&str>) -> bool {
+    in_period(e, p) && school.is_none_or(|s| e.school == s)
+}
+
+/// The aggregates' school filters: none, each school the events have (`""` is
+/// the events of no school), and one that has none.
+const SCHOOLS: [Option<&str>; 5] = [
+    None,
+    Some("north"),
+    Some("south"),
+    Some(""),
+    Some("nowhere"),
+];
+
 fn ref_flagged(all: &[AccessEvent], q: &FlaggedQuery) -> Vec<AccessEvent> {
     let mut out: Vec<AccessEvent> = all
         .iter()
@@ -79,9 +94,9 @@ fn ref_timeline(
     out
 }
 
-fn ref_counts(all: &[AccessEvent], p: &Period, g: GroupBy) -> Vec<Count> {
+fn ref_counts(all: &[AccessEvent], p: &Period, g: GroupBy, school: Option<&str>) -> Vec<Count> {
     let mut map: BTreeMap<String, Count> = BTreeMap::new();
-    for e in all.iter().filter(|e| in_period(e, p)) {
+    for e in all.iter().filter(|e| in_scope(e, p, school)) {
         let keys: Vec<String> = match g {
             GroupBy::Category => e.categories.iter().map(|c| c.name().to_owned()).collect(),
             GroupBy::Action => vec![e.action.name().to_owned()],
@@ -105,11 +120,16 @@ fn ref_counts(all: &[AccessEvent], p: &Period, g: GroupBy) -> Vec<Count> {
     map.into_values().collect()
 }
 
-fn ref_top_blocked(all: &[AccessEvent], p: &Period, n: usize) -> Vec<HostCount> {
+fn ref_top_blocked(
+    all: &[AccessEvent],
+    p: &Period,
+    n: usize,
+    school: Option<&str>,
+) -> Vec<HostCount> {
     let mut map: BTreeMap<String, u64> = BTreeMap::new();
     for e in all
         .iter()
-        .filter(|e| in_period(e, p) && e.action == Action::Block)
+        .filter(|e| in_scope(e, p, school) && e.action == Action::Block)
     {
         *map.entry(e.host.clone()).or_default() += 1;
     }
@@ -122,12 +142,12 @@ fn ref_top_blocked(all: &[AccessEvent], p: &Period, n: usize) -> Vec<HostCount> 
     out
 }
 
-fn ref_bypass(all: &[AccessEvent], p: &Period) -> Vec<BypassAttempts> {
+fn ref_bypass(all: &[AccessEvent], p: &Period, school: Option<&str>) -> Vec<BypassAttempts> {
     let mut out = Vec::new();
     for &c in Category::ALL.iter().filter(|c| c.is_bypass()) {
         let hits: Vec<&AccessEvent> = all
             .iter()
-            .filter(|e| in_period(e, p) && e.is_bypass_attempt() && e.categories.contains(c))
+            .filter(|e| in_scope(e, p, school) && e.is_bypass_attempt() && e.categories.contains(c))
             .collect();
         if hits.is_empty() {
             continue;
@@ -150,8 +170,8 @@ fn ref_bypass(all: &[AccessEvent], p: &Period) -> Vec<BypassAttempts> {
     out
 }
 
-fn ref_totals(all: &[AccessEvent], p: &Period) -> Totals {
-    let es: Vec<&AccessEvent> = all.iter().filter(|e| in_period(e, p)).collect();
+fn ref_totals(all: &[AccessEvent], p: &Period, school: Option<&str>) -> Totals {
+    let es: Vec<&AccessEvent> = all.iter().filter(|e| in_scope(e, p, school)).collect();
     Totals {
         requests: es.len() as u64,
         distinct_users: es
@@ -241,39 +261,68 @@ async fn check_store(store: &dyn EventStore) {
                 store.name()
             );
         }
-        for g in [
-            GroupBy::Category,
-            GroupBy::Action,
-            GroupBy::Role,
-            GroupBy::School,
-            GroupBy::Day,
-        ] {
+        for school in SCHOOLS {
+            for g in [
+                GroupBy::Category,
+                GroupBy::Action,
+                GroupBy::Role,
+                GroupBy::School,
+                GroupBy::Day,
+            ] {
+                assert_eq!(
+                    store.counts(&p, g, school).await.expect("counts"),
+                    ref_counts(&all, &p, g, school),
+                    "counts {g:?} {p:?} {school:?} on {}",
+                    store.name()
+                );
+            }
             assert_eq!(
-                store.counts(&p, g).await.expect("counts"),
-                ref_counts(&all, &p, g),
-                "counts {g:?} {p:?} on {}",
+                store.top_blocked_hosts(&p, 5, school).await.expect("top"),
+                ref_top_blocked(&all, &p, 5, school),
+                "top blocked {school:?} on {}",
+                store.name()
+            );
+            assert_eq!(
+                store.bypass_attempts(&p, school).await.expect("bypass"),
+                ref_bypass(&all, &p, school),
+                "bypass {school:?} on {}",
+                store.name()
+            );
+            assert_eq!(
+                store.totals(&p, school).await.expect("totals"),
+                ref_totals(&all, &p, school),
+                "totals {school:?} on {}",
                 store.name()
             );
         }
+    }
+    // A school's figures are its own: the schools add up to the whole, and no
+    // school alone has them all (so a filter that did nothing would show).
+    let whole = periods()[0];
+    let per_school: u64 = [Some("north"), Some("south"), Some("")]
+        .into_iter()
+        .map(|s| ref_totals(&all, &whole, s).blocked)
+        .sum();
+    assert_eq!(per_school, ref_totals(&all, &whole, None).blocked);
+    assert!(ref_totals(&all, &whole, Some("north")).blocked < per_school);
+    assert!(ref_totals(&all, &whole, Some("north")).blocked > 0);
+
+    // One event by its id, whole; an id never stored is `None`.
+    for e in [&all[0], &all[777], &all[N as usize - 1]] {
         assert_eq!(
-            store.top_blocked_hosts(&p, 5).await.expect("top"),
-            ref_top_blocked(&all, &p, 5),
-            "top blocked on {}",
-            store.name()
-        );
-        assert_eq!(
-            store.bypass_attempts(&p).await.expect("bypass"),
-            ref_bypass(&all, &p),
-            "bypass on {}",
-            store.name()
-        );
-        assert_eq!(
-            store.totals(&p).await.expect("totals"),
-            ref_totals(&all, &p),
-            "totals on {}",
+            store.event(e.id, &purpose()).await.expect("event").as_ref(),
+            Some(e),
+            "event by id on {}",
             store.name()
         );
     }
+    assert_eq!(
+        store
+            .event(schoolgate_events::Ulid::new(), &purpose())
+            .await
+            .expect("unknown event"),
+        None
+    );
 
     let around = all[700].time_ms();
     for subject in [
@@ -293,7 +342,6 @@ async fn check_store(store: &dyn EventStore) {
         );
     }
 
-    let whole = periods()[0];
     for filter in [
         ExportFilter::default(),
         ExportFilter {
@@ -339,6 +387,10 @@ async fn check_store(store: &dyn EventStore) {
             .await,
         Err(StoreError::NoPurpose)
     ));
+    assert!(matches!(
+        store.event(all[0].id, &none).await,
+        Err(StoreError::NoPurpose)
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,12 +431,20 @@ async fn clickhouse_duplicate_rows_are_invisible_to_queries() {
     // ...but every answer counts each event once.
     let whole = Period::new(ts(BASE_MS - 1), ts(BASE_MS + 200 * SPACING));
     assert_eq!(
-        store.totals(&whole).await.expect("totals"),
-        ref_totals(&all, &whole)
+        store.totals(&whole, None).await.expect("totals"),
+        ref_totals(&all, &whole, None)
     );
     assert_eq!(
-        store.counts(&whole, GroupBy::Action).await.expect("counts"),
-        ref_counts(&all, &whole, GroupBy::Action)
+        store
+            .counts(&whole, GroupBy::Action, None)
+            .await
+            .expect("counts"),
+        ref_counts(&all, &whole, GroupBy::Action, None)
+    );
+    assert_eq!(
+        store.event(all[10].id, &purpose()).await.expect("event"),
+        Some(all[10].clone()),
+        "a stored copy is one event"
     );
     let q = FlaggedQuery::new(whole);
     assert_eq!(

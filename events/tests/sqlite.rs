@@ -59,7 +59,10 @@ async fn purge_deletes_each_class_after_its_own_days() {
     // (365); flagged: 800 goes (730).
     assert_eq!(report.events, 3 + 2 + 1);
     let all = Period::new(ts(BASE_MS - 1000 * DAY), ts(BASE_MS));
-    let by_action = store.counts(&all, GroupBy::Action).await.expect("counts");
+    let by_action = store
+        .counts(&all, GroupBy::Action, None)
+        .await
+        .expect("counts");
     let got: Vec<(String, u64)> = by_action.into_iter().map(|c| (c.key, c.events)).collect();
     assert_eq!(got, vec![("block".to_owned(), 1), ("flag".to_owned(), 2)]);
 }
@@ -85,10 +88,13 @@ async fn reads_run_beside_writes() {
     let whole = Period::new(ts(BASE_MS - 1), ts(BASE_MS + 5_000 * 100 + 1));
     let mut last = 0;
     while !writer.is_finished() {
-        let t = store.totals(&whole).await.expect("totals");
+        let t = store.totals(&whole, None).await.expect("totals");
         assert!(t.requests >= last, "counts never go backwards");
         last = t.requests;
     }
     writer.await.expect("writer");
-    assert_eq!(store.totals(&whole).await.expect("totals").requests, 5_000);
+    assert_eq!(
+        store.totals(&whole, None).await.expect("totals").requests,
+        5_000
+    );
 }

@@ -22,8 +22,6 @@
 //! # Layout
 //! - [`week`] - `IsoWeek` (`2026-W47`), its days and period in school time
 //! - [`summary`] - `WeeklySummary`, its parts, `build_summary`, scopes and recipients
-//! - [`scan`] - per-school breakdowns counted from the export (the store's
-//!   aggregates have no school filter)
 //! - [`episode`] - grouping flags into episodes (shared by summaries and alerts)
 //! - [`chart`] - SVG charts and their PNG rasterisation
 //! - [`render`] - the HTML (email and page) and plain-text summary
@@ -43,7 +41,6 @@ pub mod episode;
 pub mod mail;
 pub mod outbox;
 pub mod render;
-pub mod scan;
 pub mod schedule;
 pub mod summary;
 pub mod webhook;

@@ -3,13 +3,13 @@
 //!
 //! Where the figures come from:
 //! - volumes (requests, blocked, flagged; per day, this week and the four before)
-//!   from [`EventStore::counts`] grouped by school, so they can be scoped;
-//! - distinct users and devices from [`EventStore::totals`] (whole store only);
+//!   from [`EventStore::counts`];
+//! - distinct users and devices from [`EventStore::totals`];
 //! - the breakdowns (categories, roles, top blocked sites, bypass attempts) from
-//!   the store's aggregate queries when the summary covers the whole store (one
-//!   school, or the trust), and from a scan of the week's blocked events of the
-//!   school otherwise ([`crate::scan`]): the store's aggregates have no school
-//!   filter yet;
+//!   the store's aggregate queries;
+//!
+//! each narrowed to the school's events for one school of a trust (the store's
+//! school filter);
 //! - safeguarding figures (flags by severity, episodes, domain fronting) from the
 //!   week's flagged events ([`EventStore::flagged`]), reduced to counts here.
 //!
@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::ReportError;
 use crate::episode;
-use crate::scan::BypassTally;
 use crate::week::IsoWeek;
 
 /// How many top blocked sites a summary lists.
@@ -207,9 +206,10 @@ pub struct WeekTotals {
     pub blocked: u64,
     /// Events recorded for the e-safety lead's review (any severity).
     pub flagged: u64,
-    /// Distinct signed-in users; only known for the whole store.
+    /// Distinct signed-in users (`None` in summaries kept before it was counted
+    /// per school).
     pub users: Option<u64>,
-    /// Distinct devices (client addresses); only known for the whole store.
+    /// Distinct devices (client addresses), likewise.
     pub devices: Option<u64>,
 }
 
@@ -249,7 +249,7 @@ pub struct RoleFigures {
     /// the role names.
     #[serde(default)]
     pub description: String,
-    /// All requests; only known for the whole store.
+    /// All requests (`None` in summaries kept before it was counted per school).
     pub requests: Option<u64>,
     pub blocked: u64,
     pub flagged: u64,
@@ -489,74 +489,70 @@ pub async fn build_summary(
         users: None,
         devices: None,
     };
-    let (categories, roles, top_blocked, mut bypass) = match school {
-        None => {
-            let t = store.totals(&period).await?;
-            totals.users = Some(t.distinct_users);
-            totals.devices = Some(t.distinct_clients);
-            let categories = store
-                .counts(&period, GroupBy::Category)
-                .await?
-                .into_iter()
-                .filter_map(|c| {
-                    Some(CategoryFigures {
-                        category: Category::from_name(&c.key)?,
-                        blocked: c.blocked,
-                        flagged: c.flagged,
-                    })
-                })
-                .collect();
-            let roles = store
-                .counts(&period, GroupBy::Role)
-                .await?
-                .into_iter()
-                .map(|c| RoleFigures {
-                    role: c.key,
-                    description: String::new(),
-                    requests: Some(c.events),
-                    blocked: c.blocked,
-                    flagged: c.flagged,
-                })
-                .collect();
-            let top = store.top_blocked_hosts(&period, TOP_SITES).await?;
-            let bypass = store
-                .bypass_attempts(&period)
-                .await?
-                .into_iter()
-                .filter_map(|b| {
-                    Some(BypassFigures {
-                        kind: BypassKind::of(b.category)?,
-                        attempts: b.attempts,
-                        users: b.distinct_users,
-                        devices: b.distinct_clients,
-                    })
-                })
-                .collect::<Vec<_>>();
-            (categories, roles, top, bypass)
-        }
-        Some(id) => {
-            let mut tally = crate::scan::blocked(store, &period, id, &purpose).await?;
-            for e in &flagged {
-                tally.add_flagged(&crate::scan::Row::from_event(e));
-            }
-            tally.into_parts(TOP_SITES)
-        }
-    };
+    let t = store.totals(&period, school).await?;
+    totals.users = Some(t.distinct_users);
+    totals.devices = Some(t.distinct_clients);
+    let categories = store
+        .counts(&period, GroupBy::Category, school)
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            Some(CategoryFigures {
+                category: Category::from_name(&c.key)?,
+                blocked: c.blocked,
+                flagged: c.flagged,
+            })
+        });
+    let roles = store
+        .counts(&period, GroupBy::Role, school)
+        .await?
+        .into_iter()
+        .map(|c| RoleFigures {
+            role: c.key,
+            description: String::new(),
+            requests: Some(c.events),
+            blocked: c.blocked,
+            flagged: c.flagged,
+        });
+    let top_blocked = store.top_blocked_hosts(&period, TOP_SITES, school).await?;
+    let mut bypass: Vec<BypassFigures> = store
+        .bypass_attempts(&period, school)
+        .await?
+        .into_iter()
+        .filter_map(|b| {
+            Some(BypassFigures {
+                kind: BypassKind::of(b.category)?,
+                attempts: b.attempts,
+                users: b.distinct_users,
+                devices: b.distinct_clients,
+            })
+        })
+        .collect();
     // Domain fronting is recognisable only by its rule; fronting verdicts always
     // carry a severity, so the flagged events hold every one of them.
-    let mut fronting = BypassTally::default();
-    for e in flagged.iter().filter(|e| is_fronting(e)) {
-        if matches!(e.action, Action::Block | Action::Flag) {
-            fronting.add(&crate::scan::Row::from_event(e));
-        }
-    }
-    if fronting.attempts > 0 {
-        bypass.push(fronting.figures(BypassKind::DomainFronting));
+    let fronting: Vec<&AccessEvent> = flagged
+        .iter()
+        .filter(|e| is_fronting(e) && matches!(e.action, Action::Block | Action::Flag))
+        .collect();
+    if !fronting.is_empty() {
+        bypass.push(BypassFigures {
+            kind: BypassKind::DomainFronting,
+            attempts: fronting.len() as u64,
+            users: fronting
+                .iter()
+                .filter_map(|e| e.user.as_deref().filter(|u| !u.is_empty()))
+                .collect::<HashSet<_>>()
+                .len() as u64,
+            devices: fronting
+                .iter()
+                .map(|e| e.client_ip)
+                .collect::<HashSet<_>>()
+                .len() as u64,
+        });
     }
     bypass.sort_by_key(|b| b.kind);
 
     let mut categories: Vec<CategoryFigures> = categories
-        .into_iter()
         .filter(|c: &CategoryFigures| c.blocked > 0 || c.flagged > 0)
         .collect();
     categories.sort_by(|a, b| {
@@ -565,7 +561,6 @@ pub async fn build_summary(
             .then(a.category.cmp(&b.category))
     });
     let mut roles: Vec<RoleFigures> = roles
-        .into_iter()
         .filter(|r: &RoleFigures| r.requests.unwrap_or(0) > 0 || r.blocked > 0 || r.flagged > 0)
         .collect();
     roles.sort_by(|a, b| b.blocked.cmp(&a.blocked).then(a.role.cmp(&b.role)));
@@ -576,7 +571,7 @@ pub async fn build_summary(
     }
 
     let schools = match scope {
-        Scope::Trust => school_rows(config, store.counts(&period, GroupBy::School).await?),
+        Scope::Trust => school_rows(config, store.counts(&period, GroupBy::School, None).await?),
         Scope::School { .. } => Vec::new(),
     };
 
@@ -622,12 +617,10 @@ async fn volume(
     school: Option<&str>,
 ) -> Result<Volume, ReportError> {
     let mut v = Volume::default();
-    for c in store.counts(period, GroupBy::School).await? {
-        if school.is_none_or(|s| s == c.key) {
-            v.requests += c.events;
-            v.blocked += c.blocked;
-            v.flagged += c.flagged;
-        }
+    for c in store.counts(period, GroupBy::School, school).await? {
+        v.requests += c.events;
+        v.blocked += c.blocked;
+        v.flagged += c.flagged;
     }
     Ok(v)
 }

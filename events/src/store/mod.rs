@@ -8,6 +8,7 @@ use std::io::Write;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use ulid::Ulid;
 
 use crate::event::{AccessEvent, Batch};
 use crate::query::{
@@ -94,18 +95,34 @@ pub trait EventStore: Send + Sync + fmt::Debug {
         purpose: &Purpose,
     ) -> Result<Vec<AccessEvent>, StoreError>;
 
-    /// Event, blocked and flagged counts per group, ordered by key.
-    async fn counts(&self, period: &Period, group_by: GroupBy) -> Result<Vec<Count>, StoreError>;
+    /// One event by its id, or `None` when the store does not hold it (never
+    /// stored, or purged).
+    async fn event(&self, id: Ulid, purpose: &Purpose) -> Result<Option<AccessEvent>, StoreError>;
+
+    /// Event, blocked and flagged counts per group, ordered by key. With a
+    /// `school`, only that school's events (the aggregates below take the same
+    /// filter, so one school of a trust can be summarised on its own).
+    async fn counts(
+        &self,
+        period: &Period,
+        group_by: GroupBy,
+        school: Option<&str>,
+    ) -> Result<Vec<Count>, StoreError>;
 
     /// The `n` most blocked hosts, most first, then by name.
     async fn top_blocked_hosts(
         &self,
         period: &Period,
         n: usize,
+        school: Option<&str>,
     ) -> Result<Vec<HostCount>, StoreError>;
 
     /// Bypass attempts per circumvention category, in category order.
-    async fn bypass_attempts(&self, period: &Period) -> Result<Vec<BypassAttempts>, StoreError>;
+    async fn bypass_attempts(
+        &self,
+        period: &Period,
+        school: Option<&str>,
+    ) -> Result<Vec<BypassAttempts>, StoreError>;
 
     /// Writes the matching events as CSV (header first, oldest first); returns
     /// the number of rows.
@@ -117,8 +134,8 @@ pub trait EventStore: Send + Sync + fmt::Debug {
         purpose: &Purpose,
     ) -> Result<u64, StoreError>;
 
-    /// The headline figures of a period.
-    async fn totals(&self, period: &Period) -> Result<Totals, StoreError>;
+    /// The headline figures of a period (of one school's events, with `school`).
+    async fn totals(&self, period: &Period, school: Option<&str>) -> Result<Totals, StoreError>;
 
     /// Deletes what is past its retention at `now`.
     async fn purge(&self, now: Timestamp) -> Result<PurgeReport, StoreError>;

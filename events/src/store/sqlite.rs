@@ -207,6 +207,7 @@ impl SqliteStore {
         conn: &Connection,
         period: Period,
         group_by: GroupBy,
+        school: Option<&str>,
     ) -> Result<Vec<Count>, StoreError> {
         let (from, to) = (period.start_ms(), period.end_ms());
         let mut acc: BTreeMap<String, Count> = BTreeMap::new();
@@ -237,11 +238,11 @@ impl SqliteStore {
             let sql = format!(
                 "SELECT {key_sql}, SUM(events), SUM(CASE WHEN action = 3 THEN events ELSE 0 END), \
                  SUM(flagged) FROM rollup_hourly WHERE hour >= ?1 AND hour < ?2 AND {filter} \
-                 GROUP BY 1"
+                 AND (?3 IS NULL OR school = ?3) GROUP BY 1"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
             let rows = stmt
-                .query_map(params![first_hour, end_hour], |r| {
+                .query_map(params![first_hour, end_hour, school], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, i64>(1)?,
@@ -277,7 +278,8 @@ impl SqliteStore {
         let sql = format!(
             "SELECT school, role, action, categories, time_ms / {DAY_MS}, COUNT(*), \
              SUM(CASE WHEN {FLAGGED} THEN 1 ELSE 0 END) FROM events \
-             WHERE time_ms >= ?1 AND time_ms < ?2 GROUP BY 1, 2, 3, 4, 5"
+             WHERE time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR school = ?3) \
+             GROUP BY 1, 2, 3, 4, 5"
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
         for (lo, hi) in raw_ranges {
@@ -285,7 +287,7 @@ impl SqliteStore {
                 continue;
             }
             let rows = stmt
-                .query_map(params![lo, hi], |r| {
+                .query_map(params![lo, hi, school], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
@@ -397,24 +399,45 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn counts(&self, period: &Period, group_by: GroupBy) -> Result<Vec<Count>, StoreError> {
-        let period = *period;
-        self.read(move |conn| SqliteStore::counts_blocking(conn, period, group_by))
-            .await
+    async fn event(&self, id: Ulid, purpose: &Purpose) -> Result<Option<AccessEvent>, StoreError> {
+        audit(purpose, "event", &id)?;
+        self.read(move |conn| {
+            let sql = format!("SELECT {COLUMNS} FROM events WHERE id = ?1");
+            let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+            let rows = stmt
+                .query_map(params![id.to_string()], decode)
+                .map_err(classify)?;
+            Ok(collect_events(rows)?.into_iter().next())
+        })
+        .await
+    }
+
+    async fn counts(
+        &self,
+        period: &Period,
+        group_by: GroupBy,
+        school: Option<&str>,
+    ) -> Result<Vec<Count>, StoreError> {
+        let (period, school) = (*period, school.map(str::to_owned));
+        self.read(move |conn| {
+            SqliteStore::counts_blocking(conn, period, group_by, school.as_deref())
+        })
+        .await
     }
 
     async fn top_blocked_hosts(
         &self,
         period: &Period,
         n: usize,
+        school: Option<&str>,
     ) -> Result<Vec<HostCount>, StoreError> {
-        let period = *period;
+        let (period, school) = (*period, school.map(str::to_owned));
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT host, COUNT(*) AS c FROM events WHERE action = 3 \
-                     AND time_ms >= ?1 AND time_ms < ?2 GROUP BY host \
-                     ORDER BY c DESC, host ASC LIMIT ?3",
+                     AND time_ms >= ?1 AND time_ms < ?2 AND (?4 IS NULL OR school = ?4) \
+                     GROUP BY host ORDER BY c DESC, host ASC LIMIT ?3",
                 )
                 .map_err(classify)?;
             let rows = stmt
@@ -422,7 +445,8 @@ impl EventStore for SqliteStore {
                     params![
                         period.start_ms(),
                         period.end_ms(),
-                        i64::try_from(n).unwrap_or(i64::MAX)
+                        i64::try_from(n).unwrap_or(i64::MAX),
+                        school
                     ],
                     |r| {
                         Ok(HostCount {
@@ -437,27 +461,34 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn bypass_attempts(&self, period: &Period) -> Result<Vec<BypassAttempts>, StoreError> {
-        let period = *period;
+    async fn bypass_attempts(
+        &self,
+        period: &Period,
+        school: Option<&str>,
+    ) -> Result<Vec<BypassAttempts>, StoreError> {
+        let (period, school) = (*period, school.map(str::to_owned));
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT COUNT(*), COUNT(DISTINCT user), COUNT(DISTINCT client_ip) FROM events \
                      WHERE time_ms >= ?1 AND time_ms < ?2 AND action IN (1, 3) \
-                     AND (categories & ?3) != 0",
+                     AND (categories & ?3) != 0 AND (?4 IS NULL OR school = ?4)",
                 )
                 .map_err(classify)?;
             let mut out = Vec::new();
             for category in CategorySet::from_bits(bypass_mask()).iter() {
                 let bits = CategorySet::of(category).bits() as i64;
                 let (attempts, users, clients) = stmt
-                    .query_row(params![period.start_ms(), period.end_ms(), bits], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                        ))
-                    })
+                    .query_row(
+                        params![period.start_ms(), period.end_ms(), bits, school],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, i64>(1)?,
+                                r.get::<_, i64>(2)?,
+                            ))
+                        },
+                    )
                     .map_err(classify)?;
                 if attempts > 0 {
                     out.push(BypassAttempts {
@@ -508,10 +539,11 @@ impl EventStore for SqliteStore {
         Ok(written)
     }
 
-    async fn totals(&self, period: &Period) -> Result<Totals, StoreError> {
-        let period = *period;
+    async fn totals(&self, period: &Period, school: Option<&str>) -> Result<Totals, StoreError> {
+        let (period, school) = (*period, school.map(str::to_owned));
         self.read(move |conn| {
-            let by_action = SqliteStore::counts_blocking(conn, period, GroupBy::Action)?;
+            let by_action =
+                SqliteStore::counts_blocking(conn, period, GroupBy::Action, school.as_deref())?;
             let mut totals = Totals::default();
             for c in by_action {
                 totals.requests += c.events;
@@ -521,10 +553,10 @@ impl EventStore for SqliteStore {
             let (users, clients) = conn
                 .prepare_cached(
                     "SELECT COUNT(DISTINCT user), COUNT(DISTINCT client_ip) FROM events \
-                     WHERE time_ms >= ?1 AND time_ms < ?2",
+                     WHERE time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR school = ?3)",
                 )
                 .and_then(|mut s| {
-                    s.query_row(params![period.start_ms(), period.end_ms()], |r| {
+                    s.query_row(params![period.start_ms(), period.end_ms(), school], |r| {
                         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
                     })
                 })

@@ -88,15 +88,32 @@ impl EventStore for MockStore {
         Ok(Vec::new())
     }
 
-    async fn counts(&self, _: &Period, _: GroupBy) -> Result<Vec<Count>, StoreError> {
+    async fn event(&self, _: ulid::Ulid, _: &Purpose) -> Result<Option<AccessEvent>, StoreError> {
+        Ok(None)
+    }
+    async fn counts(
+        &self,
+        _: &Period,
+        _: GroupBy,
+        _: Option<&str>,
+    ) -> Result<Vec<Count>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn top_blocked_hosts(&self, _: &Period, _: usize) -> Result<Vec<HostCount>, StoreError> {
+    async fn top_blocked_hosts(
+        &self,
+        _: &Period,
+        _: usize,
+        _: Option<&str>,
+    ) -> Result<Vec<HostCount>, StoreError> {
         Ok(Vec::new())
     }
 
-    async fn bypass_attempts(&self, _: &Period) -> Result<Vec<BypassAttempts>, StoreError> {
+    async fn bypass_attempts(
+        &self,
+        _: &Period,
+        _: Option<&str>,
+    ) -> Result<Vec<BypassAttempts>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -110,7 +127,7 @@ impl EventStore for MockStore {
         Ok(0)
     }
 
-    async fn totals(&self, _: &Period) -> Result<Totals, StoreError> {
+    async fn totals(&self, _: &Period, _: Option<&str>) -> Result<Totals, StoreError> {
         Ok(Totals::default())
     }
 

@@ -454,6 +454,14 @@ fn period_sql(p: &Period) -> String {
     time_range_sql(p.start_ms(), p.end_ms())
 }
 
+/// The period, narrowed to one school's events when `school` is given.
+fn scope_sql(p: &Period, school: Option<&str>) -> String {
+    match school {
+        Some(school) => format!("{} AND school = {}", period_sql(p), sql::string(school)),
+        None => period_sql(p),
+    }
+}
+
 /// The category ids of an event, for `ARRAY JOIN`. (18.16 cannot use a column
 /// inside a lambda here, so no `bitTest` filter: `bitmaskToArray` gives the set
 /// bits as powers of two, `log2` their positions, exactly.)
@@ -559,7 +567,25 @@ impl EventStore for ClickhouseStore {
         self.fetch_events(&query).await
     }
 
-    async fn counts(&self, period: &Period, group_by: GroupBy) -> Result<Vec<Count>, StoreError> {
+    async fn event(&self, id: Ulid, purpose: &Purpose) -> Result<Option<AccessEvent>, StoreError> {
+        audit(purpose, "event", &id)?;
+        // The id's own time is not the event's (an event may be stamped before it
+        // is given its id), so no time bound: a scan of the `id` column, which is
+        // fine for the few lookups people make.
+        let query = format!(
+            "SELECT {COLUMNS} FROM {table} WHERE id = {id} LIMIT 1",
+            table = self.names.events,
+            id = sql::string(&id.to_string()),
+        );
+        Ok(self.fetch_events(&query).await?.into_iter().next())
+    }
+
+    async fn counts(
+        &self,
+        period: &Period,
+        group_by: GroupBy,
+        school: Option<&str>,
+    ) -> Result<Vec<Count>, StoreError> {
         let (key, array_join) = match group_by {
             GroupBy::Category => (
                 "toString(cat)".to_owned(),
@@ -577,7 +603,7 @@ impl EventStore for ClickhouseStore {
             "SELECT {key} AS k, uniqExact(id), uniqExactIf(id, action = 3), \
              uniqExactIf(id, {FLAGGED}) FROM {table}{array_join} WHERE {period} GROUP BY k",
             table = self.names.events,
-            period = period_sql(period),
+            period = scope_sql(period, school),
         );
         let rows: Vec<(String, u64, u64, u64)> = self.fetch(&query).await?;
         let mut out = BTreeMap::new();
@@ -615,12 +641,13 @@ impl EventStore for ClickhouseStore {
         &self,
         period: &Period,
         n: usize,
+        school: Option<&str>,
     ) -> Result<Vec<HostCount>, StoreError> {
         let query = format!(
             "SELECT host, uniqExact(id) AS c FROM {table} WHERE action = 3 AND {period} \
              GROUP BY host ORDER BY c DESC, host ASC LIMIT {n}",
             table = self.names.events,
-            period = period_sql(period),
+            period = scope_sql(period, school),
         );
         let rows: Vec<(String, u64)> = self.fetch(&query).await?;
         Ok(rows
@@ -629,7 +656,11 @@ impl EventStore for ClickhouseStore {
             .collect())
     }
 
-    async fn bypass_attempts(&self, period: &Period) -> Result<Vec<BypassAttempts>, StoreError> {
+    async fn bypass_attempts(
+        &self,
+        period: &Period,
+        school: Option<&str>,
+    ) -> Result<Vec<BypassAttempts>, StoreError> {
         let mask = bypass_mask();
         let ids: Vec<String> = CategorySet::from_bits(mask)
             .iter()
@@ -641,7 +672,7 @@ impl EventStore for ClickhouseStore {
              WHERE {period} AND action IN (1, 3) AND bitAnd(categories, {mask}) != 0 \
              AND cat IN ({ids}) GROUP BY c ORDER BY c",
             table = self.names.events,
-            period = period_sql(period),
+            period = scope_sql(period, school),
             ids = ids.join(", "),
         );
         let rows: Vec<(u8, u64, u64, u64)> = self.fetch(&query).await?;
@@ -717,12 +748,12 @@ impl EventStore for ClickhouseStore {
         Ok(written)
     }
 
-    async fn totals(&self, period: &Period) -> Result<Totals, StoreError> {
+    async fn totals(&self, period: &Period, school: Option<&str>) -> Result<Totals, StoreError> {
         let query = format!(
             "SELECT uniqExact(id), {USERS}, uniqExact(client_ip), \
              uniqExactIf(id, action = 3), uniqExactIf(id, {FLAGGED}) FROM {table} WHERE {period}",
             table = self.names.events,
-            period = period_sql(period),
+            period = scope_sql(period, school),
         );
         let rows: Vec<(u64, u64, u64, u64, u64)> = self.fetch(&query).await?;
         let (requests, distinct_users, distinct_clients, blocked, flagged) =
