@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use http::header::SET_COOKIE;
 use maud::{Markup, html};
 use rusqlite::params;
-use schoolgate_events::{ExportFilter, Period, Purpose};
+use schoolgate_events::Purpose;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
@@ -191,75 +191,31 @@ pub struct WrongBlock {
     pub request: Option<BlockedRequest>,
 }
 
-/// Splits one CSV record as the events crate writes it (RFC 4180, one line per
-/// record for the fields read here).
-fn csv_fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
-}
-
-/// Looks the blocked request up by its id. The store has no lookup by id, so the
-/// export is asked for blocked events in the few milliseconds the id's time names.
+/// Looks the blocked request up in the event store by its id. `None` when the
+/// reference is not an event id, or the store no longer holds it (purged); a
+/// store that cannot answer is logged and the report shown without it.
 async fn lookup(
     app: &App,
     user: &CurrentUser,
     report_id: i64,
     reference: &str,
 ) -> Option<BlockedRequest> {
-    let ulid: Ulid = reference.parse().ok()?;
-    let ms = i64::try_from(ulid.timestamp_ms()).ok()?;
-    let from = jiff::Timestamp::from_millisecond(ms - 50).ok()?;
-    let to = jiff::Timestamp::from_millisecond(ms + 50).ok()?;
-    let filter = ExportFilter {
-        action: Some(schoolgate_classifier::Action::Block),
-        ..ExportFilter::default()
-    };
-    let mut out: Vec<u8> = Vec::new();
+    let id: Ulid = reference.parse().ok()?;
     let purpose = Purpose::new(user.name.clone(), format!("wrong-block report {report_id}"));
-    app.store
-        .export_csv(&Period::new(from, to), &filter, &mut out, &purpose)
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&out);
-    let mut lines = text.lines();
-    let header = csv_fields(lines.next()?);
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let (id, host, role, cats, rule, reason) = (
-        col("id")?,
-        col("host")?,
-        col("role")?,
-        col("categories")?,
-        col("rule")?,
-        col("reason")?,
-    );
-    lines
-        .map(csv_fields)
-        .find(|f| f.get(id).map(String::as_str) == Some(reference))
-        .map(|f| {
-            let g = |i: usize| f.get(i).cloned().unwrap_or_default();
-            BlockedRequest {
-                host: g(host),
-                role: g(role),
-                categories: g(cats),
-                rule: g(rule),
-                reason: g(reason),
-            }
-        })
+    let event = match app.store.event(id, &purpose).await {
+        Ok(event) => event?,
+        Err(e) => {
+            tracing::warn!(report = report_id, error = %e, "cannot look up the reported request");
+            return None;
+        }
+    };
+    Some(BlockedRequest {
+        host: event.host,
+        role: event.role,
+        categories: event.categories.names().join(","),
+        rule: event.rule,
+        reason: event.reason,
+    })
 }
 
 async fn queue(app: &App, user: &CurrentUser) -> Result<Vec<WrongBlock>> {
@@ -479,17 +435,4 @@ async fn resolve_api(
 ) -> Result<axum::Json<serde_json::Value>> {
     let r = resolve(&app, &user, id, &f).await?;
     Ok(axum::Json(serde_json::json!({ "resolution": r })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_fields;
-
-    #[test]
-    fn csv_fields_unquote() {
-        assert_eq!(
-            csv_fields("a,\"b,c\",\"say \"\"hi\"\"\","),
-            ["a", "b,c", "say \"hi\"", ""]
-        );
-    }
 }
