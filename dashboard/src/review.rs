@@ -135,7 +135,9 @@ impl Episode {
 
 /// Groups flagged events into episodes (events in any order).
 pub fn episodes(mut events: Vec<AccessEvent>) -> Vec<Episode> {
-    events.sort_by_key(|e| (subject_key(e), e.time, e.id));
+    // Cached: the subject key is a formatted string, built once per event rather
+    // than twice per comparison.
+    events.sort_by_cached_key(|e| (subject_key(e), e.time, e.id));
     let mut out: Vec<Episode> = Vec::new();
     let mut current: Option<(String, Vec<AccessEvent>)> = None;
     for e in events {
@@ -326,6 +328,16 @@ pub struct QueueQuery {
 const PAGE_SIZE: usize = 100;
 
 pub async fn queue(app: &App, user: &CurrentUser, q: &QueueQuery) -> Result<Vec<Episode>> {
+    Ok(queue_bounded(app, user, q).await?.0)
+}
+
+/// The queue, and whether the period held more flagged requests than
+/// [`QUEUE_LIMIT`] (then only the most severe, newest first, were grouped).
+async fn queue_bounded(
+    app: &App,
+    user: &CurrentUser,
+    q: &QueueQuery,
+) -> Result<(Vec<Episode>, bool)> {
     user.require(REVIEWERS, WHAT)?;
     let days = q.days.unwrap_or(7).clamp(1, 90);
     let now = app.clock.now();
@@ -341,6 +353,7 @@ pub async fn queue(app: &App, user: &CurrentUser, q: &QueueQuery) -> Result<Vec<
     fq.limit = QUEUE_LIMIT;
     let reason = "review of flagged access";
     let events = app.store.flagged(&fq, &purpose(user, reason)).await?;
+    let truncated = events.len() >= QUEUE_LIMIT;
     audit_view(
         app,
         user,
@@ -361,7 +374,7 @@ pub async fn queue(app: &App, user: &CurrentUser, q: &QueueQuery) -> Result<Vec<
             .then(b.severity.cmp(&a.severity))
             .then(b.last.cmp(&a.last))
     });
-    Ok(eps)
+    Ok((eps, truncated))
 }
 
 async fn queue_api(
@@ -381,7 +394,7 @@ async fn queue_page(
     user: CurrentUser,
     Query(q): Query<QueueQuery>,
 ) -> Result<Markup> {
-    let eps = queue(&app, &user, &q).await?;
+    let (eps, truncated) = queue_bounded(&app, &user, &q).await?;
     let page = q.page.unwrap_or(1).max(1);
     let skip = (page - 1).saturating_mul(PAGE_SIZE);
     let pages = eps.len().div_ceil(PAGE_SIZE).max(1);
@@ -427,6 +440,9 @@ async fn queue_page(
                     option value="all" selected[show_all] { "All, including reviewed" }
                 } }
                 div { button.btn.secondary type="submit" { "Apply" } }
+            }
+            @if truncated {
+                (ui::alert("warn", &format!("This period holds {} or more flagged requests: only the most severe (then the newest) are grouped here. Choose a shorter period or a higher severity to see the rest.", ui::thousands(QUEUE_LIMIT as u64))))
             }
             @if eps.is_empty() {
                 (ui::empty("Nothing to review in this period. Flagged access will appear here within a second of happening."))

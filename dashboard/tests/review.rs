@@ -183,3 +183,115 @@ async fn timeline_and_search_find_one_persons_browsing() {
     let r = dsl.get("/api/search?category=nonsense").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn search_by_date_and_device_keeps_to_the_dates_given() {
+    let h = Harness::start().await;
+    h.seed_episode("p.brown", ago(100)).await;
+    let mut dsl = h.login(Role::EsafetyLead).await;
+    let day = |mins: i64| {
+        ago(mins)
+            .to_zoned(jiff::tz::TimeZone::get("Europe/London").expect("tz"))
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let (today, before) = (day(100), day(100 + 3 * 24 * 60));
+    let count = |v: serde_json::Value| v.as_array().expect("list").len();
+    let s = dsl
+        .get(&format!(
+            "/api/search?host=selfharm&from={today}&to={today}"
+        ))
+        .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    assert_eq!(count(s.json()), 1, "{}", s.body);
+    let s = dsl
+        .get(&format!(
+            "/api/search?host=selfharm&from={before}&to={before}"
+        ))
+        .await;
+    assert_eq!(
+        count(s.json()),
+        0,
+        "nothing flagged three days ago: {}",
+        s.body
+    );
+    // One device's browsing on the day, every verdict (not only flags).
+    let s = dsl
+        .get(&format!(
+            "/api/search?client=10.20.4.17&from={today}&to={today}"
+        ))
+        .await
+        .json();
+    assert_eq!(count(s.clone()), 7, "{s}");
+    let s = dsl
+        .get(&format!(
+            "/api/search?client=10.20.4.17&category=vpn&from={today}&to={today}"
+        ))
+        .await
+        .json();
+    assert_eq!(s[0]["host"], "nordvpn.com", "{s}");
+    assert_eq!(count(s), 1);
+    let r = dsl
+        .get(&format!("/api/search?host=x&from={today}&to={before}"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("before the start date"), "{}", r.body);
+    let r = dsl
+        .get("/api/search?user=p.brown&from=2026-01-01&to=2026-03-01")
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("at most 31 days"), "{}", r.body);
+    let r = dsl.get("/api/search?client=not-an-ip").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.error().contains("is not an IP address"), "{}", r.body);
+    // The head may not search browsing records.
+    let mut head = h.login(Role::Headteacher).await;
+    let r = head
+        .get(&format!("/api/search?host=selfharm&from={today}"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.error().contains("search of browsing records"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_queue_past_its_bound_says_so() {
+    use schoolgate_classifier::{Action, Category, CategorySet, Severity};
+    use schoolgate_events::{AccessEvent, Source};
+    let h = Harness::start().await;
+    h.seed_episode("p.brown", ago(60)).await;
+    let mut dsl = h.login(Role::EsafetyLead).await;
+    let page = dsl.get("/review").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("or more flagged requests"));
+    // 5,000 low-severity gambling flags over two days, one pupil each.
+    let events: Vec<AccessEvent> = (0..5_000i64)
+        .map(|i| {
+            AccessEvent::new(Source::Dns, [10, 20, 9, 9].into(), "bet365.com")
+                .at(ago(120 + i / 2))
+                .with_school("hillside")
+                .with_user(format!("pupil{i:04}"))
+                .with_role("pupil")
+                .with_action(Action::Flag)
+                .with_categories(CategorySet::of(Category::Gambling))
+                .with_severity(Some(Severity::Low))
+        })
+        .collect();
+    h.insert(events).await;
+    let page = dsl.get("/review").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("This period holds 5,000 or more flagged requests"),
+        "the bound is shown"
+    );
+    // The most severe are kept: p.brown's high-severity episode is still first.
+    let eps = dsl.get("/api/review").await.json();
+    assert_eq!(eps[0]["label"], "p.brown", "{}", eps[0]);
+    // A narrower question fits under the bound.
+    let page = dsl.get("/review?min=high").await;
+    assert!(!page.body.contains("or more flagged requests"));
+}

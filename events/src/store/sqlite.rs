@@ -74,8 +74,14 @@ CREATE TABLE IF NOT EXISTS events (
 -- Period scans (totals, bypass, exports, purge).
 CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
 -- The review queue asks for flagged events over days: a partial index keeps it
--- off the millions of allowed rows (7.4 s -> 0.34 s at 10 M events).
-CREATE INDEX IF NOT EXISTS events_flagged_time ON events(time_ms) WHERE action = 1 OR severity IS NOT NULL;
+-- off the millions of allowed rows, and holding every column it returns keeps it
+-- off the table too (10 M events, 30 days' flags: 0.7 s through an index on time
+-- alone, 0.14-0.25 s covered). Only flagged rows (about 1%) are in it.
+DROP INDEX IF EXISTS events_flagged_time;
+CREATE INDEX IF NOT EXISTS events_flagged_rows ON events(time_ms, id, source, school, node,
+    client_ip, user, device, role, method, host, path, search_terms, action, categories,
+    severity, rule, reason, status, bytes_up, bytes_down, duration_us, cached)
+    WHERE action = 1 OR severity IS NOT NULL;
 -- The DSL's review list: flagged only, most severe and newest first.
 CREATE INDEX IF NOT EXISTS events_flagged ON events(severity, time_ms)
     WHERE action = 1 OR severity IS NOT NULL;
