@@ -53,7 +53,7 @@ pub use alert::{
 pub use cli::weekly_report;
 pub use clock::Clock;
 pub use mail::{MailError, Mailer, RetryPolicy};
-pub use render::{Rendered, render_email, render_page, render_text};
+pub use render::{Rendered, render_email, render_fragment, render_page, render_text};
 pub use schedule::{
     ArchiveError, NoFacts, SummaryArchive, WeekFacts, WeeklyJob, WeeklyTime, next_run, previous_run,
 };

@@ -42,10 +42,16 @@ pub fn render_email(s: &WeeklySummary) -> Rendered {
     }
 }
 
-/// The same summary as a stand-alone page with the charts inline (the dashboard's
-/// summary page, and `schoolgate report weekly --out FILE.html`).
+/// The same summary as a stand-alone page with the charts inline
+/// (`schoolgate report weekly --out FILE.html`).
 pub fn render_page(s: &WeeklySummary) -> String {
     document(s, &chart::charts(s), ChartMode::Inline)
+}
+
+/// The page's content without the document around it, for the dashboard to
+/// place inside its own page. It carries its styles in `style` attributes.
+pub fn render_fragment(s: &WeeklySummary) -> Markup {
+    sheet(s, &chart::charts(s), ChartMode::Inline)
 }
 
 /// `Weekly filtering summary: Hillside Academy, 16-22 Nov 2026 (2026-W47)`.
@@ -309,9 +315,6 @@ fn chart_markup(c: &Chart, mode: ChartMode) -> Markup {
 }
 
 fn document(s: &WeeklySummary, charts: &[Chart], mode: ChartMode) -> String {
-    let chart = |cid: &str| charts.iter().find(|c| c.cid == cid);
-    let t = &s.totals;
-    let review = format!("{}/review", s.dashboard_url);
     let page = html! {
         (DOCTYPE)
         html lang="en-GB" {
@@ -321,207 +324,217 @@ fn document(s: &WeeklySummary, charts: &[Chart], mode: ChartMode) -> String {
                 title { (subject(s)) }
             }
             body style={"margin:0;padding:0;background:" (BG) ";font-family:Segoe UI,Helvetica,Arial,sans-serif;color:" (INK) ";"} {
-                table role="presentation" width="100%" cellpadding="0" cellspacing="0" style={"background:" (BG) ";"} { tr { td align="center" style="padding:24px 8px;" {
-                table role="presentation" width="640" cellpadding="0" cellspacing="0" style={"width:640px;max-width:100%;background:" (CARD) ";border-radius:8px;border-collapse:separate;"} {
-                    // Header
-                    tr { td style={"background:" (ACCENT) ";color:#ffffff;padding:22px 24px;border-radius:8px 8px 0 0;"} {
-                        div style="font-size:13px;opacity:0.85;letter-spacing:0.05em;text-transform:uppercase;" { "Weekly filtering summary" }
-                        div style="font-size:24px;font-weight:bold;padding:4px 0;" { (s.title) }
-                        div style="font-size:14px;" { "Week " (s.week.week()) ", " (week_span(s)) }
-                        div style={"display:inline-block;margin-top:10px;padding:4px 10px;border-radius:12px;font-size:13px;background:" (if s.term.holiday { "#fef3c7" } else { "#dbeafe" }) ";color:" (INK) ";"} { (term_line(s)) }
-                    } }
-                    // Tiles
-                    tr { td style="padding:20px 24px 8px 24px;" {
-                        table role="presentation" width="100%" cellpadding="0" cellspacing="6" {
-                            tr {
-                                (tile("Requests", &thousands(t.requests), &t.devices.map(|d| format!("from {} devices", thousands(d))).unwrap_or_else(|| "this week".to_owned()), INK))
-                                (tile("Blocked", &thousands(t.blocked), &format!("{} of requests", pct(t.blocked, t.requests)), BLOCKED))
-                                (tile("Flagged", &thousands(t.flagged), "for the e-safety lead", FLAGGED))
-                                (tile("Bypass attempts", &thousands(s.bypass_attempts()), "VPN, proxy, DoH, fronting", if s.bypass_attempts() > 0 { WARN } else { OK }))
-                            }
-                        }
-                    } }
-                    // At a glance
-                    tr { td style="padding:8px 24px 20px 24px;" {
-                        table role="presentation" width="100%" cellpadding="0" cellspacing="0" {
-                            @for (attention, line) in at_a_glance(s) {
-                                tr {
-                                    td width="18" valign="top" style={"font-size:16px;line-height:22px;color:" (if attention { WARN } else { OK }) ";"} { (if attention { "●" } else { "✓" }) }
-                                    td style={"font-size:14px;line-height:22px;color:" (INK) ";padding-bottom:4px;"} { (line) }
-                                }
-                            }
-                        }
-                    } }
-                    // Safeguarding
-                    (card("Safeguarding", html! {
-                        table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                            tr { (th("Flags by severity", false)) (th("This week", true)) }
-                            @for (sev, n) in [(Severity::Critical, s.safeguarding.critical), (Severity::High, s.safeguarding.high), (Severity::Medium, s.safeguarding.medium), (Severity::Low, s.safeguarding.low)] {
-                                tr { (td(severity_label(sev), false)) (td(&thousands(n), true)) }
-                            }
-                        }
-                        p style={"font-size:14px;color:" (INK) ";margin:10px 0 0 0;"} {
-                            (thousands(s.safeguarding.episodes)) " episode" (plural(s.safeguarding.episodes)) " at " (s.safeguarding.alert_severity.name()) " severity or above, involving "
-                            (thousands(s.safeguarding.people)) (if s.safeguarding.people == 1 { " person" } else { " people" }) "."
-                            @if s.safeguarding.truncated { " (At least: the week had more flags than a summary reads.)" }
-                        }
-                        @if let Some(i) = &s.incidents {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:12px;" {
-                                tr { (th("E-safety incidents", false)) (th("Opened", true)) (th("In progress", true)) (th("Closed", true)) }
-                                tr { (td("This week", false)) (td(&thousands(i.opened), true)) (td(&thousands(i.in_progress), true)) (td(&thousands(i.closed), true)) }
-                            }
-                        } @else {
-                            p style={"font-size:13px;color:" (MUTED) ";margin:8px 0 0 0;"} { "The incident log was not available to this summary." }
-                        }
-                        p style={"font-size:13px;color:" (MUTED) ";margin:10px 0 0 0;"} {
-                            "Names are never included in this email. The details are in the dashboard, for the safeguarding lead: "
-                            a href=(review) style={"color:" (ACCENT) ";"} { (review) }
-                        }
-                    }))
-                    // Trend
-                    (card("This week against the previous four", html! {
-                        @if let Some(c) = chart("trend") { (chart_markup(c, mode)) }
-                        @if let Some(c) = chart("daily") { div style="padding-top:12px;" { (chart_markup(c, mode)) } }
-                        table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:10px;" {
-                            tr { (th("Week", false)) (th("School days", true)) (th("Requests", true)) (th("Blocked", true)) (th("Flagged", true)) }
-                            @for p in &s.trend {
-                                tr {
-                                    (td(&format!("{} (w/c {})", p.week, p.week.monday().strftime("%-d %b")), false))
-                                    (td(&p.school_days.to_string(), true))
-                                    (td(&thousands(p.requests), true))
-                                    (td(&thousands(p.blocked), true))
-                                    (td(&thousands(p.flagged), true))
-                                }
-                            }
-                        }
-                    }))
-                    @if !s.schools.is_empty() {
-                        (card("Schools", html! {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (th("School", false)) (th("Requests", true)) (th("Blocked", true)) (th("Flagged", true)) }
-                                @for r in &s.schools {
-                                    tr { (td(&r.name, false)) (td(&thousands(r.requests), true)) (td(&thousands(r.blocked), true)) (td(&thousands(r.flagged), true)) }
-                                }
-                            }
-                        }))
-                    }
-                    // Categories
-                    (card("What was blocked and flagged", html! {
-                        @if s.categories.is_empty() {
-                            p style={"font-size:14px;color:" (MUTED) ";"} { "Nothing was blocked or flagged this week." }
-                        } @else {
-                            @if let Some(c) = chart("categories") { (chart_markup(c, mode)) }
-                            // Two columns side by side: the whole list in half the height.
-                            @let half = s.categories.len().div_ceil(2);
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:10px;" {
-                                tr {
-                                    (th("Category", false)) (th("Blocked", true)) (th("Flagged", true))
-                                    th style="width:18px;" {}
-                                    (th("Category", false)) (th("Blocked", true)) (th("Flagged", true))
-                                }
-                                @for i in 0..half {
-                                    tr {
-                                        @if let Some(c) = s.categories.get(i) {
-                                            (td(c.category.label(), false)) (td(&thousands(c.blocked), true)) (td(&thousands(c.flagged), true))
-                                        }
-                                        td {}
-                                        @if let Some(c) = s.categories.get(half + i) {
-                                            (td(c.category.label(), false)) (td(&thousands(c.blocked), true)) (td(&thousands(c.flagged), true))
-                                        } @else {
-                                            td {} td {} td {}
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }))
-                    // Bypass
-                    (card("Attempts to get round the filter", html! {
-                        @if s.bypass.is_empty() {
-                            p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "None this week." }
-                        } @else {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (th("Kind", false)) (th("Attempts", true)) (th("Devices", true)) (th("Signed-in users", true)) }
-                                @for b in &s.bypass {
-                                    tr { (td(b.kind.label(), false)) (td(&thousands(b.attempts), true)) (td(&thousands(b.devices), true)) (td(&thousands(b.users), true)) }
-                                }
-                            }
-                            @if s.bypass.iter().any(|b| b.kind == BypassKind::DomainFronting) {
-                                p style={"font-size:12px;color:" (MUTED) ";margin:8px 0 0 0;"} { "Domain fronting disguises a proxy as an ordinary site; those attempts are also counted under proxies." }
-                            }
-                        }
-                    }))
-                    // Roles
-                    @if !s.roles.is_empty() {
-                        (card("By role", html! {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (th("Role", false)) (th("Requests", true)) (th("Blocked", true)) (th("Flagged", true)) }
-                                @for r in &s.roles {
-                                    tr {
-                                        td style={"font-size:13px;color:" (INK) ";padding:5px 6px;border-bottom:1px solid " (LINE) ";"} {
-                                            (r.role)
-                                            @if !r.description.is_empty() { br; span style={"font-size:12px;color:" (MUTED) ";"} { (r.description) } }
-                                        }
-                                        (td(&r.requests.map(thousands).unwrap_or_else(|| "–".to_owned()), true))
-                                        (td(&thousands(r.blocked), true))
-                                        (td(&thousands(r.flagged), true))
-                                    }
-                                }
-                            }
-                        }))
-                    }
-                    // Top sites
-                    @if !s.top_blocked.is_empty() {
-                        (card("Most blocked sites", html! {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (th("Site", false)) (th("Blocked", true)) }
-                                @for h in &s.top_blocked {
-                                    tr { (td(&h.host, false)) (td(&thousands(h.blocked), true)) }
-                                }
-                            }
-                        }))
-                    }
-                    // Health
-                    (card("Filter health", html! {
-                        @if let Some(h) = &s.health {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (td("Up", false)) (td(&format!("{:.2}% of the week", h.uptime * 100.0), true)) }
-                                tr { (td("Block lists last updated", false)) (td(&h.list_updated.map(|u| {
-                                    let age = list_age_hours(s).unwrap_or(0);
-                                    format!("{} ({})", local(s, u, "%a %-d %b %H:%M"), if age < 48 { format!("{age} h ago") } else { format!("{} days ago", age / 24) })
-                                }).unwrap_or_else(|| "never".to_owned()), true)) }
-                                tr { (td("Events waiting to be stored", false)) (td(&format!("{} in memory, {} on disk", thousands(h.backlog), bytes(h.spool_bytes)), true)) }
-                                tr { (td("Storage errors", false)) (td(&thousands(h.errors), true)) }
-                            }
-                        } @else {
-                            p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "Not reported for this week." }
-                        }
-                    }))
-                    // Policy changes
-                    (card("What changed in the policy", html! {
-                        @if s.policy_changes.is_empty() {
-                            p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "No changes this week." }
-                        } @else {
-                            table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
-                                tr { (th("When", false)) (th("Who", false)) (th("What", false)) (th("Why", false)) }
-                                @for c in &s.policy_changes {
-                                    tr { (td(&local(s, c.when, "%a %-d %b %H:%M"), false)) (td(&c.who, false)) (td(&c.what, false)) (td(&c.why, false)) }
-                                }
-                            }
-                        }
-                    }))
-                    // Footer
-                    tr { td style={"padding:16px 24px 22px 24px;border-top:1px solid " (LINE) ";font-size:12px;color:" (MUTED) ";"} {
-                        "Sent by schoolgate for " (scope_words(s)) " on " (local(s, s.generated_at, "%A %-d %B %Y at %H:%M")) ". "
-                        "Times are " (s.timezone) ". Figures are counts of requests seen by the filter; pupils and staff are never named in this summary. "
-                        a href=(s.dashboard_url) style={"color:" (ACCENT) ";"} { "Open the dashboard" }
-                    } }
-                }
-                } } }
+                (sheet(s, charts, mode))
             }
         }
     };
     page.into_string()
+}
+
+/// Everything inside the document's `body`.
+fn sheet(s: &WeeklySummary, charts: &[Chart], mode: ChartMode) -> Markup {
+    let chart = |cid: &str| charts.iter().find(|c| c.cid == cid);
+    let t = &s.totals;
+    let review = format!("{}/review", s.dashboard_url);
+    html! {
+        table role="presentation" width="100%" cellpadding="0" cellspacing="0" style={"background:" (BG) ";"} { tr { td align="center" style="padding:24px 8px;" {
+        table role="presentation" width="640" cellpadding="0" cellspacing="0" style={"width:640px;max-width:100%;background:" (CARD) ";border-radius:8px;border-collapse:separate;"} {
+            // Header
+            tr { td style={"background:" (ACCENT) ";color:#ffffff;padding:22px 24px;border-radius:8px 8px 0 0;"} {
+                div style="font-size:13px;opacity:0.85;letter-spacing:0.05em;text-transform:uppercase;" { "Weekly filtering summary" }
+                div style="font-size:24px;font-weight:bold;padding:4px 0;" { (s.title) }
+                div style="font-size:14px;" { "Week " (s.week.week()) ", " (week_span(s)) }
+                div style={"display:inline-block;margin-top:10px;padding:4px 10px;border-radius:12px;font-size:13px;background:" (if s.term.holiday { "#fef3c7" } else { "#dbeafe" }) ";color:" (INK) ";"} { (term_line(s)) }
+            } }
+            // Tiles
+            tr { td style="padding:20px 24px 8px 24px;" {
+                table role="presentation" width="100%" cellpadding="0" cellspacing="6" {
+                    tr {
+                        (tile("Requests", &thousands(t.requests), &t.devices.map(|d| format!("from {} devices", thousands(d))).unwrap_or_else(|| "this week".to_owned()), INK))
+                        (tile("Blocked", &thousands(t.blocked), &format!("{} of requests", pct(t.blocked, t.requests)), BLOCKED))
+                        (tile("Flagged", &thousands(t.flagged), "for the e-safety lead", FLAGGED))
+                        (tile("Bypass attempts", &thousands(s.bypass_attempts()), "VPN, proxy, DoH, fronting", if s.bypass_attempts() > 0 { WARN } else { OK }))
+                    }
+                }
+            } }
+            // At a glance
+            tr { td style="padding:8px 24px 20px 24px;" {
+                table role="presentation" width="100%" cellpadding="0" cellspacing="0" {
+                    @for (attention, line) in at_a_glance(s) {
+                        tr {
+                            td width="18" valign="top" style={"font-size:16px;line-height:22px;color:" (if attention { WARN } else { OK }) ";"} { (if attention { "●" } else { "✓" }) }
+                            td style={"font-size:14px;line-height:22px;color:" (INK) ";padding-bottom:4px;"} { (line) }
+                        }
+                    }
+                }
+            } }
+            // Safeguarding
+            (card("Safeguarding", html! {
+                table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                    tr { (th("Flags by severity", false)) (th("This week", true)) }
+                    @for (sev, n) in [(Severity::Critical, s.safeguarding.critical), (Severity::High, s.safeguarding.high), (Severity::Medium, s.safeguarding.medium), (Severity::Low, s.safeguarding.low)] {
+                        tr { (td(severity_label(sev), false)) (td(&thousands(n), true)) }
+                    }
+                }
+                p style={"font-size:14px;color:" (INK) ";margin:10px 0 0 0;"} {
+                    (thousands(s.safeguarding.episodes)) " episode" (plural(s.safeguarding.episodes)) " at " (s.safeguarding.alert_severity.name()) " severity or above, involving "
+                    (thousands(s.safeguarding.people)) (if s.safeguarding.people == 1 { " person" } else { " people" }) "."
+                    @if s.safeguarding.truncated { " (At least: the week had more flags than a summary reads.)" }
+                }
+                @if let Some(i) = &s.incidents {
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:12px;" {
+                        tr { (th("E-safety incidents", false)) (th("Opened", true)) (th("In progress", true)) (th("Closed", true)) }
+                        tr { (td("This week", false)) (td(&thousands(i.opened), true)) (td(&thousands(i.in_progress), true)) (td(&thousands(i.closed), true)) }
+                    }
+                } @else {
+                    p style={"font-size:13px;color:" (MUTED) ";margin:8px 0 0 0;"} { "The incident log was not available to this summary." }
+                }
+                p style={"font-size:13px;color:" (MUTED) ";margin:10px 0 0 0;"} {
+                    "Names are never included in this email. The details are in the dashboard, for the safeguarding lead: "
+                    a href=(review) style={"color:" (ACCENT) ";"} { (review) }
+                }
+            }))
+            // Trend
+            (card("This week against the previous four", html! {
+                @if let Some(c) = chart("trend") { (chart_markup(c, mode)) }
+                @if let Some(c) = chart("daily") { div style="padding-top:12px;" { (chart_markup(c, mode)) } }
+                table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:10px;" {
+                    tr { (th("Week", false)) (th("School days", true)) (th("Requests", true)) (th("Blocked", true)) (th("Flagged", true)) }
+                    @for p in &s.trend {
+                        tr {
+                            (td(&format!("{} (w/c {})", p.week, p.week.monday().strftime("%-d %b")), false))
+                            (td(&p.school_days.to_string(), true))
+                            (td(&thousands(p.requests), true))
+                            (td(&thousands(p.blocked), true))
+                            (td(&thousands(p.flagged), true))
+                        }
+                    }
+                }
+            }))
+            @if !s.schools.is_empty() {
+                (card("Schools", html! {
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                        tr { (th("School", false)) (th("Requests", true)) (th("Blocked", true)) (th("Flagged", true)) }
+                        @for r in &s.schools {
+                            tr { (td(&r.name, false)) (td(&thousands(r.requests), true)) (td(&thousands(r.blocked), true)) (td(&thousands(r.flagged), true)) }
+                        }
+                    }
+                }))
+            }
+            // Categories
+            (card("What was blocked and flagged", html! {
+                @if s.categories.is_empty() {
+                    p style={"font-size:14px;color:" (MUTED) ";"} { "Nothing was blocked or flagged this week." }
+                } @else {
+                    @if let Some(c) = chart("categories") { (chart_markup(c, mode)) }
+                    // Two columns side by side: the whole list in half the height.
+                    @let half = s.categories.len().div_ceil(2);
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;margin-top:10px;" {
+                        tr {
+                            (th("Category", false)) (th("Blocked", true)) (th("Flagged", true))
+                            th style="width:18px;" {}
+                            (th("Category", false)) (th("Blocked", true)) (th("Flagged", true))
+                        }
+                        @for i in 0..half {
+                            tr {
+                                @if let Some(c) = s.categories.get(i) {
+                                    (td(c.category.label(), false)) (td(&thousands(c.blocked), true)) (td(&thousands(c.flagged), true))
+                                }
+                                td {}
+                                @if let Some(c) = s.categories.get(half + i) {
+                                    (td(c.category.label(), false)) (td(&thousands(c.blocked), true)) (td(&thousands(c.flagged), true))
+                                } @else {
+                                    td {} td {} td {}
+                                }
+                            }
+                        }
+                    }
+                }
+            }))
+            // Bypass
+            (card("Attempts to get round the filter", html! {
+                @if s.bypass.is_empty() {
+                    p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "None this week." }
+                } @else {
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                        tr { (th("Kind", false)) (th("Attempts", true)) (th("Devices", true)) (th("Signed-in users", true)) }
+                        @for b in &s.bypass {
+                            tr { (td(b.kind.label(), false)) (td(&thousands(b.attempts), true)) (td(&thousands(b.devices), true)) (td(&thousands(b.users), true)) }
+                        }
+                    }
+                    @if s.bypass.iter().any(|b| b.kind == BypassKind::DomainFronting) {
+                        p style={"font-size:12px;color:" (MUTED) ";margin:8px 0 0 0;"} { "Domain fronting disguises a proxy as an ordinary site; those attempts are also counted under proxies." }
+                    }
+                }
+            }))
+            // Roles
+            @if !s.roles.is_empty() {
+                (card("By role", html! {
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                        tr { (th("Role", false)) (th("Requests", true)) (th("Blocked", true)) (th("Flagged", true)) }
+                        @for r in &s.roles {
+                            tr {
+                                td style={"font-size:13px;color:" (INK) ";padding:5px 6px;border-bottom:1px solid " (LINE) ";"} {
+                                    (r.role)
+                                    @if !r.description.is_empty() { br; span style={"font-size:12px;color:" (MUTED) ";"} { (r.description) } }
+                                }
+                                (td(&r.requests.map(thousands).unwrap_or_else(|| "–".to_owned()), true))
+                                (td(&thousands(r.blocked), true))
+                                (td(&thousands(r.flagged), true))
+                            }
+                        }
+                    }
+                }))
+            }
+            // Top sites
+            @if !s.top_blocked.is_empty() {
+                (card("Most blocked sites", html! {
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                        tr { (th("Site", false)) (th("Blocked", true)) }
+                        @for h in &s.top_blocked {
+                            tr { (td(&h.host, false)) (td(&thousands(h.blocked), true)) }
+                        }
+                    }
+                }))
+            }
+            // Health
+            (card("Filter health", html! {
+                @if let Some(h) = &s.health {
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                        tr { (td("Up", false)) (td(&format!("{:.2}% of the week", h.uptime * 100.0), true)) }
+                        tr { (td("Block lists last updated", false)) (td(&h.list_updated.map(|u| {
+                            let age = list_age_hours(s).unwrap_or(0);
+                            format!("{} ({})", local(s, u, "%a %-d %b %H:%M"), if age < 48 { format!("{age} h ago") } else { format!("{} days ago", age / 24) })
+                        }).unwrap_or_else(|| "never".to_owned()), true)) }
+                        tr { (td("Events waiting to be stored", false)) (td(&format!("{} in memory, {} on disk", thousands(h.backlog), bytes(h.spool_bytes)), true)) }
+                        tr { (td("Storage errors", false)) (td(&thousands(h.errors), true)) }
+                    }
+                } @else {
+                    p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "Not reported for this week." }
+                }
+            }))
+            // Policy changes
+            (card("What changed in the policy", html! {
+                @if s.policy_changes.is_empty() {
+                    p style={"font-size:14px;color:" (MUTED) ";margin:0;"} { "No changes this week." }
+                } @else {
+                    table role="presentation" width="100%" cellpadding="0" cellspacing="0" style="border-collapse:collapse;" {
+                        tr { (th("When", false)) (th("Who", false)) (th("What", false)) (th("Why", false)) }
+                        @for c in &s.policy_changes {
+                            tr { (td(&local(s, c.when, "%a %-d %b %H:%M"), false)) (td(&c.who, false)) (td(&c.what, false)) (td(&c.why, false)) }
+                        }
+                    }
+                }
+            }))
+            // Footer
+            tr { td style={"padding:16px 24px 22px 24px;border-top:1px solid " (LINE) ";font-size:12px;color:" (MUTED) ";"} {
+                "Sent by schoolgate for " (scope_words(s)) " on " (local(s, s.generated_at, "%A %-d %B %Y at %H:%M")) ". "
+                "Times are " (s.timezone) ". Figures are counts of requests seen by the filter; pupils and staff are never named in this summary. "
+                a href=(s.dashboard_url) style={"color:" (ACCENT) ";"} { "Open the dashboard" }
+            } }
+        }
+        } } }
+    }
 }
 
 fn scope_words(s: &WeeklySummary) -> String {
