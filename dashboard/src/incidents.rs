@@ -147,19 +147,28 @@ pub fn list(conn: &Connection, status: Option<Status>) -> Result<Vec<Incident>> 
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Incidents opened and closed in `[from, to)` (for the weekly summary).
-pub fn opened_closed(conn: &Connection, from_ms: i64, to_ms: i64) -> Result<(u64, u64, u64)> {
-    let q = |sql: &str| -> Result<u64> {
+/// The weekly summary's incident figures for `[from, to)`: opened in it, still
+/// open at its end, closed in it; of one school's incidents with `school`.
+pub fn week_figures(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    school: Option<&str>,
+) -> Result<(u64, u64, u64)> {
+    let q = |condition: &str| -> Result<u64> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM incidents WHERE ({condition}) AND (?3 IS NULL OR school = ?3)"
+        );
         Ok(conn
-            .query_row(sql, params![from_ms, to_ms], |r| r.get::<_, i64>(0))?
+            .query_row(&sql, params![from_ms, to_ms, school], |r| {
+                r.get::<_, i64>(0)
+            })?
             .max(0) as u64)
     };
     Ok((
-        q("SELECT COUNT(*) FROM incidents WHERE opened_ms >= ?1 AND opened_ms < ?2")?,
-        q("SELECT COUNT(*) FROM incidents WHERE closed_ms >= ?1 AND closed_ms < ?2")?,
-        q(
-            "SELECT COUNT(*) FROM incidents WHERE status != 'closed' AND opened_ms < ?2 AND ?1 = ?1",
-        )?,
+        q("opened_ms >= ?1 AND opened_ms < ?2")?,
+        q("opened_ms < ?2 AND (closed_ms IS NULL OR closed_ms >= ?2) AND ?1 = ?1")?,
+        q("closed_ms >= ?1 AND closed_ms < ?2")?,
     ))
 }
 

@@ -48,7 +48,7 @@
 //! wrong_blocks.rs   the public report form and the network manager's queue
 //! review.rs         flagged episodes, timelines, search (the DSL)
 //! incidents.rs      the e-Safety Incident Log, exports
-//! summary.rs        the headteacher's weekly summary
+//! summary.rs        the weekly summary page, and the archive and facts for the weekly job
 //! ```
 
 pub mod accounts;
@@ -158,6 +158,14 @@ impl Dashboard {
         }
         policy_editor::versions::record_file_at_start(&app)?;
         Ok(Dashboard { app })
+    }
+
+    /// Where the weekly job keeps the summaries it builds (the summary page shows
+    /// them), and what it learns of a week from the dashboard: hand it to
+    /// `schoolgate_reports::WeeklyJob` as both its `SummaryArchive` and its
+    /// `WeekFacts`.
+    pub fn summary_archive(&self) -> summary::Archive {
+        summary::Archive::new(self.app.clone())
     }
 
     /// The router, for embedding the dashboard in another server.

@@ -1,7 +1,7 @@
 //! The dashboard's own SQLite database (`[dashboard] state`): accounts, sessions,
 //! the audit log, configuration versions, review marks, incidents and wrong-block
-//! reports. Event data stays in the event store; this file holds only what people
-//! did with it.
+//! reports, and the weekly summaries kept for the headteacher. Event data stays in
+//! the event store; this file holds only what people did with it and figures.
 //!
 //! One connection behind a mutex, used on tokio's blocking pool: the dashboard has
 //! a handful of users, and one writer keeps the audit hash chain strictly ordered.
@@ -130,6 +130,15 @@ CREATE TABLE IF NOT EXISTS incident_evidence (
     flagged     INTEGER NOT NULL,
     json        TEXT NOT NULL,
     PRIMARY KEY (incident_id, event_id)
+);
+-- The weekly summaries the weekly job built (and mailed): the headteacher's past
+-- weeks, as they were sent. `json` is a `schoolgate_reports::WeeklySummary`.
+CREATE TABLE IF NOT EXISTS weekly_summaries (
+    week     TEXT NOT NULL,      -- ISO week, 2026-W47
+    scope    TEXT NOT NULL,      -- trust | school | school-ID
+    built_ms INTEGER NOT NULL,
+    json     TEXT NOT NULL,
+    PRIMARY KEY (week, scope)
 );
 CREATE TABLE IF NOT EXISTS incident_updates (
     id          INTEGER PRIMARY KEY,

@@ -1,249 +1,353 @@
-//! The headteacher's weekly summary: totals, blocked and flagged by category and
-//! role, the trend against previous weeks, incidents opened and closed, bypass
-//! attempts and filter health; per school and trust-wide. Aggregates only: no
-//! named pupil appears here.
+//! The headteacher's weekly summary: the [`WeeklySummary`] of `schoolgate-reports`,
+//! per school and trust-wide, rendered by that crate exactly as it is mailed.
 //!
-//! The model is built from the event store's aggregate queries. When the
-//! `schoolgate-reports` crate's `WeeklySummary` lands, [`build`] becomes a call to
-//! it and this page renders that model; the page and the JSON keep their shape.
+//! - Past weeks are the summaries the weekly job built and sent, kept in the
+//!   state database by [`Archive`] (the job's `SummaryArchive`): the page shows
+//!   what the headteacher received, not figures recounted later.
+//! - The week under way, or a week the job did not keep (the filter was off that
+//!   Monday), is built on demand with the same `build_summary` and cached: the
+//!   current week for five minutes (kept warm in the background, so the page
+//!   answers from memory even over tens of millions of events), others for a day.
+//! - [`Archive`] is also the job's `WeekFacts`: the incidents, filter health and
+//!   policy changes of a week, which only the dashboard knows.
 //!
-//! Summaries are cached: the current week for five minutes (kept warm in the
-//! background, so the page answers from memory even over tens of millions of
-//! events), past weeks for a day.
+//! Aggregates only: no named pupil appears here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http::HeaderValue;
+use http::header::CONTENT_SECURITY_POLICY;
+use jiff::Timestamp;
 use jiff::civil::Date;
-use jiff::{Timestamp, ToSpan};
-use maud::{Markup, html};
-use schoolgate_events::{BypassAttempts, Count, GroupBy, HostCount, Period, Totals};
+use maud::html;
+use rusqlite::{OptionalExtension, params};
+use schoolgate_events::CountersSnapshot;
+use schoolgate_reports::{
+    ArchiveError, FilterHealth, IncidentFigures, IsoWeek, PolicyChange, Scope, SummaryArchive,
+    WeekExtras, WeekFacts, WeeklySummary, build_summary, render_fragment, scopes,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::auth::{CurrentUser, Role};
-use crate::charts;
 use crate::error::{DashboardError, Result};
+use crate::state::ts;
 use crate::ui;
 use crate::web::Query;
 
 const READERS: &[Role] = &[Role::Headteacher, Role::EsafetyLead, Role::NetworkManager];
-const TREND_WEEKS: i64 = 8;
 const CURRENT_TTL: Duration = Duration::from_secs(300);
 const PAST_TTL: Duration = Duration::from_secs(86_400);
-const CACHED_WEEKS: usize = 60;
+const CACHED: usize = 60;
+/// Past weeks listed on the page.
+const LISTED_WEEKS: usize = 60;
+/// The summary is the email's markup, which carries its styles in `style`
+/// attributes: this page alone allows them (scripts stay `'self'`).
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/summary", get(page))
         .route("/api/summary", get(api))
+        .route("/api/summary/weeks", get(weeks_api))
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct WeekPoint {
-    pub week_start: Date,
-    pub events: u64,
-    pub blocked: u64,
-    pub flagged: u64,
+/// Where the weekly job keeps its summaries, and what it learns of a week from
+/// the dashboard.
+#[derive(Clone, Debug)]
+pub struct Archive {
+    app: App,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct IncidentCounts {
-    pub opened: u64,
-    pub closed: u64,
-    pub open_at_end: u64,
+impl Archive {
+    pub(crate) fn new(app: App) -> Archive {
+        Archive { app }
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct FilterHealth {
-    pub uptime_secs: i64,
-    pub lists_loaded: Option<Timestamp>,
-    pub failed_sources: Vec<String>,
-    pub domains: u64,
+#[async_trait]
+impl SummaryArchive for Archive {
+    async fn contains(&self, week: IsoWeek, scope: &Scope) -> Result<bool, ArchiveError> {
+        Ok(kept(&self.app, week, scope)
+            .await
+            .map_err(|e| ArchiveError(e.to_string()))?
+            .is_some())
+    }
+
+    async fn keep(&self, summary: &WeeklySummary) -> Result<(), ArchiveError> {
+        let json = serde_json::to_string(summary).map_err(|e| ArchiveError(e.to_string()))?;
+        let (week, scope) = (summary.week.to_string(), summary.scope.key());
+        let built = summary.generated_at.as_millisecond();
+        self.app
+            .db
+            .call(move |c| {
+                c.execute(
+                    "INSERT OR REPLACE INTO weekly_summaries (week, scope, built_ms, json) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![week, scope, built, json],
+                )?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ArchiveError(e.to_string()))?;
+        self.app.summaries.forget(summary.week, &summary.scope);
+        Ok(())
+    }
 }
 
-/// One week, Monday to Sunday in school time.
+#[async_trait]
+impl WeekFacts for Archive {
+    async fn extras(&self, week: IsoWeek, scope: &Scope) -> WeekExtras {
+        match facts(&self.app, week, scope).await {
+            Ok(extras) => extras,
+            Err(e) => {
+                tracing::warn!(%week, scope = %scope.key(), error = %e, "the dashboard's figures for the weekly summary");
+                WeekExtras::default()
+            }
+        }
+    }
+}
+
+/// The kept summary of `week` for `scope`, if the weekly job kept one.
+async fn kept(app: &App, week: IsoWeek, scope: &Scope) -> Result<Option<WeeklySummary>> {
+    let (w, s) = (week.to_string(), scope.key());
+    let json: Option<String> = app
+        .db
+        .call(move |c| {
+            Ok(c.query_row(
+                "SELECT json FROM weekly_summaries WHERE week = ?1 AND scope = ?2",
+                params![w, s],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await?;
+    json.map(|j| {
+        serde_json::from_str(&j)
+            .map_err(|e| DashboardError::Internal(format!("kept summary {week}: {e}")))
+    })
+    .transpose()
+}
+
+/// One kept summary, as listed.
 #[derive(Clone, Debug, Serialize)]
-pub struct WeeklySummary {
-    pub school: String,
-    pub week_start: Date,
-    pub from: Timestamp,
-    pub to: Timestamp,
-    pub totals: Totals,
-    pub by_category: Vec<Count>,
-    pub by_role: Vec<Count>,
-    pub by_school: Vec<Count>,
-    pub trend: Vec<WeekPoint>,
-    pub top_blocked: Vec<HostCount>,
-    pub bypass: Vec<BypassAttempts>,
-    pub incidents: IncidentCounts,
-    pub health: FilterHealth,
+pub struct KeptWeek {
+    pub week: String,
+    pub scope: String,
     pub generated_at: Timestamp,
-    /// How long building it took (the cache hides this from the page).
-    pub build_millis: u64,
 }
 
-/// Built summaries by week.
+/// The kept summaries, newest week first.
+async fn kept_weeks(app: &App) -> Result<Vec<KeptWeek>> {
+    app.db
+        .call(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT week, scope, built_ms FROM weekly_summaries \
+                 ORDER BY week DESC, scope LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([(LISTED_WEEKS * 8) as i64], |r| {
+                Ok(KeptWeek {
+                    week: r.get(0)?,
+                    scope: r.get(1)?,
+                    generated_at: ts(r.get(2)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+}
+
+/// What the dashboard knows of a week: incidents from the e-Safety Incident Log,
+/// the policy versions saved in it, and the filter's health.
+async fn facts(app: &App, week: IsoWeek, scope: &Scope) -> Result<WeekExtras> {
+    let policy = app.policy.load_full();
+    let period = week
+        .period(policy.time_zone())
+        .map_err(|e| DashboardError::Internal(e.to_string()))?;
+    let (from, to) = (period.from.as_millisecond(), period.to.as_millisecond());
+    let school = match scope {
+        Scope::School { id } if policy.config().schools.len() > 1 => Some(id.clone()),
+        _ => None,
+    };
+    let ((opened, in_progress, closed), changes) = app
+        .db
+        .call(move |c| {
+            let incidents = crate::incidents::week_figures(c, from, to, school.as_deref())?;
+            let mut stmt = c.prepare_cached(
+                "SELECT time_ms, actor, reason, summary FROM config_versions \
+                 WHERE time_ms >= ?1 AND time_ms < ?2 ORDER BY time_ms, id",
+            )?;
+            let changes = stmt
+                .query_map(params![from, to], |r| {
+                    let lines: String = r.get(3)?;
+                    Ok(PolicyChange {
+                        when: ts(r.get(0)?),
+                        who: r.get(1)?,
+                        what: serde_json::from_str::<Vec<String>>(&lines)
+                            .map(|l| l.join("; "))
+                            .unwrap_or(lines),
+                        why: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((incidents, changes))
+        })
+        .await?;
+    Ok(WeekExtras {
+        incidents: Some(IncidentFigures {
+            opened,
+            in_progress,
+            closed,
+        }),
+        health: health(app, period.from, period.to),
+        policy_changes: changes,
+    })
+}
+
+/// The filter's health over `[from, to)` as this process knows it: up from its
+/// start, lists as last loaded, the pipeline's counters now. A week that ended
+/// before the process started is not known (`None`: the summary says so).
+fn health(app: &App, from: Timestamp, to: Timestamp) -> Option<FilterHealth> {
+    let now = app.clock.now().min(to);
+    if app.started_at >= now || now <= from {
+        return None;
+    }
+    let up = now.as_millisecond() - app.started_at.max(from).as_millisecond();
+    let span = now.as_millisecond() - from.as_millisecond();
+    let counters: CountersSnapshot =
+        serde_json::from_value((app.health)()["pipeline"].clone()).unwrap_or_default();
+    Some(FilterHealth::from_counters(
+        up as f64 / span as f64,
+        app.load_state().map(|l| l.at),
+        &counters,
+    ))
+}
+
+/// A summary built on demand, and when.
+type Built = (Instant, Arc<WeeklySummary>);
+
+/// Summaries built on demand, by week and scope.
 #[derive(Debug, Default)]
 pub struct Cache {
-    weeks: Mutex<HashMap<Date, (Instant, Arc<WeeklySummary>)>>,
+    built: Mutex<HashMap<(IsoWeek, Scope), Built>>,
 }
 
 impl Cache {
     /// Forgets everything (after a policy change, say).
     pub fn clear(&self) {
-        if let Ok(mut w) = self.weeks.lock() {
-            w.clear();
+        if let Ok(mut b) = self.built.lock() {
+            b.clear();
         }
     }
 
-    fn get(&self, week: Date, ttl: Duration) -> Option<Arc<WeeklySummary>> {
-        let w = self.weeks.lock().ok()?;
-        w.get(&week)
+    fn forget(&self, week: IsoWeek, scope: &Scope) {
+        if let Ok(mut b) = self.built.lock() {
+            b.remove(&(week, scope.clone()));
+        }
+    }
+
+    fn get(&self, week: IsoWeek, scope: &Scope, ttl: Duration) -> Option<Arc<WeeklySummary>> {
+        let b = self.built.lock().ok()?;
+        b.get(&(week, scope.clone()))
             .filter(|(at, _)| at.elapsed() < ttl)
             .map(|(_, s)| s.clone())
     }
 
     fn put(&self, s: Arc<WeeklySummary>) {
-        if let Ok(mut w) = self.weeks.lock() {
-            if w.len() >= CACHED_WEEKS
-                && let Some(oldest) = w.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k)
+        if let Ok(mut b) = self.built.lock() {
+            if b.len() >= CACHED
+                && let Some(oldest) = b
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
             {
-                w.remove(&oldest);
+                b.remove(&oldest);
             }
-            w.insert(s.week_start, (Instant::now(), s));
+            b.insert((s.week, s.scope.clone()), (Instant::now(), s));
         }
     }
 }
 
-/// The Monday of the week holding `d`.
-pub fn monday_of(d: Date) -> Date {
-    let back = i64::from(d.weekday().to_monday_zero_offset());
-    d.checked_sub(back.days()).unwrap_or(d)
-}
-
-fn week_bounds(app: &App, monday: Date) -> Result<(Timestamp, Timestamp)> {
-    let tz = app.tz();
-    let bad = |e: jiff::Error| DashboardError::bad_request(e.to_string());
-    let from = monday.to_zoned(tz.clone()).map_err(bad)?.timestamp();
-    let to = monday
-        .checked_add(7.days())
-        .map_err(bad)?
-        .to_zoned(tz)
-        .map_err(bad)?
-        .timestamp();
-    Ok((from, to))
-}
-
-/// Builds the summary of the week starting `monday` from the store's aggregates.
-pub async fn build(app: &App, monday: Date) -> Result<WeeklySummary> {
-    let started = Instant::now();
-    let (from, to) = week_bounds(app, monday)?;
-    let period = Period::new(from, to);
-    let trend_from = week_bounds(
-        app,
-        monday
-            .checked_sub((7 * (TREND_WEEKS - 1)).days())
-            .unwrap_or(monday),
-    )?
-    .0;
-    let store = &app.store;
-    let trend_period = Period::new(trend_from, to);
-    let (totals, by_category, by_role, by_school, days, top_blocked, bypass) = tokio::try_join!(
-        store.totals(&period, None),
-        store.counts(&period, GroupBy::Category, None),
-        store.counts(&period, GroupBy::Role, None),
-        store.counts(&period, GroupBy::School, None),
-        store.counts(&trend_period, GroupBy::Day, None),
-        store.top_blocked_hosts(&period, 10, None),
-        store.bypass_attempts(&period, None),
-    )?;
-    let mut trend: BTreeMap<Date, WeekPoint> = BTreeMap::new();
-    for i in 0..TREND_WEEKS {
-        let w = monday.checked_sub((7 * i).days()).unwrap_or(monday);
-        trend.insert(
-            w,
-            WeekPoint {
-                week_start: w,
-                events: 0,
-                blocked: 0,
-                flagged: 0,
-            },
-        );
-    }
-    for d in days {
-        let Ok(day) = d.key.parse::<Date>() else {
-            continue;
-        };
-        if let Some(p) = trend.get_mut(&monday_of(day)) {
-            p.events += d.events;
-            p.blocked += d.blocked;
-            p.flagged += d.flagged;
+/// Builds the summary of `week` for `scope` now, from the store and this
+/// dashboard's facts.
+pub async fn build(app: &App, week: IsoWeek, scope: &Scope) -> Result<WeeklySummary> {
+    let policy = app.policy.load_full();
+    let extras = facts(app, week, scope).await?;
+    build_summary(
+        app.store.as_ref(),
+        &policy,
+        week,
+        scope,
+        extras,
+        app.clock.now(),
+    )
+    .await
+    .map_err(|e| match e {
+        schoolgate_reports::ReportError::UnknownSchool { .. } => {
+            DashboardError::bad_request(e.to_string())
         }
-    }
-    let (fm, tm) = (from.as_millisecond(), to.as_millisecond());
-    let (opened, closed, open_at_end) = app
-        .db
-        .call(move |c| crate::incidents::opened_closed(c, fm, tm))
-        .await?;
-    let load = app.load_state();
-    let policy = app.policy.load();
-    Ok(WeeklySummary {
-        school: app.school_name(),
-        week_start: monday,
-        from,
-        to,
-        totals,
-        by_category,
-        by_role,
-        by_school,
-        trend: trend.into_values().collect(),
-        top_blocked,
-        bypass,
-        incidents: IncidentCounts {
-            opened,
-            closed,
-            open_at_end,
-        },
-        health: FilterHealth {
-            uptime_secs: app.clock.now().as_second() - app.started_at.as_second(),
-            lists_loaded: load.as_ref().map(|l| l.at),
-            failed_sources: load.map(|l| l.report.failures()).unwrap_or_default(),
-            domains: policy.stats().domains,
-        },
-        generated_at: app.clock.now(),
-        build_millis: started.elapsed().as_millis() as u64,
+        e => DashboardError::Internal(e.to_string()),
     })
 }
 
-/// The week's summary from the cache, building it on a miss (or when `refresh`).
-pub async fn summary(app: &App, monday: Date, refresh: bool) -> Result<Arc<WeeklySummary>> {
-    let this_week = monday_of(app.clock.now().to_zoned(app.tz()).date());
-    let ttl = if monday >= this_week {
+/// A summary to show, and whether it is the one the weekly job kept.
+#[derive(Clone, Debug)]
+pub struct Shown {
+    pub summary: Arc<WeeklySummary>,
+    pub kept: bool,
+}
+
+/// The kept summary of the week, or one built now (from the cache unless
+/// `refresh`).
+pub async fn summary(app: &App, week: IsoWeek, scope: &Scope, refresh: bool) -> Result<Shown> {
+    if !refresh && let Some(s) = kept(app, week, scope).await? {
+        return Ok(Shown {
+            summary: Arc::new(s),
+            kept: true,
+        });
+    }
+    let ttl = if week >= this_week(app) {
         CURRENT_TTL
     } else {
         PAST_TTL
     };
-    if !refresh && let Some(s) = app.summaries.get(monday, ttl) {
-        return Ok(s);
+    if !refresh && let Some(s) = app.summaries.get(week, scope, ttl) {
+        return Ok(Shown {
+            summary: s,
+            kept: false,
+        });
     }
-    let s = Arc::new(build(app, monday).await?);
+    let s = Arc::new(build(app, week, scope).await?);
     app.summaries.put(s.clone());
-    Ok(s)
+    Ok(Shown {
+        summary: s,
+        kept: false,
+    })
 }
 
-/// Rebuilds the current week's summary every few minutes until shutdown.
+fn this_week(app: &App) -> IsoWeek {
+    IsoWeek::at(app.clock.now(), &app.tz())
+}
+
+/// Rebuilds the current week's summaries every few minutes until shutdown.
 pub async fn keep_warm(app: App, shutdown: CancellationToken) {
     loop {
-        let monday = monday_of(app.clock.now().to_zoned(app.tz()).date());
-        match build(&app, monday).await {
-            Ok(s) => app.summaries.put(Arc::new(s)),
-            Err(e) => tracing::warn!(error = %e, "building the weekly summary failed"),
+        let week = this_week(&app);
+        let all = scopes(app.policy.load().config());
+        for scope in all {
+            match build(&app, week, &scope).await {
+                Ok(s) => app.summaries.put(Arc::new(s)),
+                Err(e) => tracing::warn!(error = %e, "building the weekly summary failed"),
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -254,20 +358,43 @@ pub async fn keep_warm(app: App, shutdown: CancellationToken) {
 
 #[derive(Debug, Default, Deserialize)]
 struct WeekQuery {
-    /// Any day of the week wanted (`YYYY-MM-DD`); default this week.
+    /// The week wanted: `2026-W47`, or any of its days (`YYYY-MM-DD`); default
+    /// this week so far.
     week: Option<String>,
-    /// `1`: build the figures now rather than from the cache.
+    /// `trust`, `school-ID` (as `Scope::key`); default the first summary the
+    /// configuration makes (the trust's in a trust).
+    scope: Option<String>,
+    /// `1`: build the figures now rather than show the kept or cached ones.
     refresh: Option<String>,
 }
 
-fn monday_from(app: &App, q: &WeekQuery) -> Result<Date> {
+fn week_from(app: &App, q: &WeekQuery) -> Result<IsoWeek> {
     match q.week.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
         Some(w) => w
-            .parse::<Date>()
-            .map(monday_of)
-            .map_err(|_| DashboardError::bad_request(format!("`{w}` is not a date (YYYY-MM-DD)"))),
-        None => Ok(monday_of(app.clock.now().to_zoned(app.tz()).date())),
+            .parse::<IsoWeek>()
+            .or_else(|_| w.parse::<Date>().map(IsoWeek::containing))
+            .map_err(|_| {
+                DashboardError::bad_request(format!(
+                    "`{w}` is not a week (2026-W47) or a date (YYYY-MM-DD)"
+                ))
+            }),
+        None => Ok(this_week(app)),
     }
+}
+
+fn scope_from(app: &App, q: &WeekQuery) -> Result<(Scope, Vec<Scope>)> {
+    let mut all = scopes(app.policy.load().config());
+    // The trust's summary first: it is the headteacher's (or CEO's) overview.
+    all.sort_by_key(|s| *s != Scope::Trust);
+    let wanted = match q.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(key) => all
+            .iter()
+            .find(|s| s.key() == key)
+            .cloned()
+            .ok_or_else(|| DashboardError::bad_request(format!("no summary `{key}`")))?,
+        None => all.first().cloned().unwrap_or(Scope::Trust),
+    };
+    Ok((wanted, all))
 }
 
 async fn api(
@@ -276,138 +403,92 @@ async fn api(
     Query(q): Query<WeekQuery>,
 ) -> Result<axum::Json<WeeklySummary>> {
     user.require(READERS, "the weekly summary")?;
-    Ok(axum::Json(
-        (*summary(&app, monday_from(&app, &q)?, q.refresh.is_some()).await?).clone(),
-    ))
+    let (scope, _) = scope_from(&app, &q)?;
+    let shown = summary(&app, week_from(&app, &q)?, &scope, q.refresh.is_some()).await?;
+    Ok(axum::Json((*shown.summary).clone()))
 }
 
-fn pct(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        "—".into()
-    } else {
-        format!("{:.1}%", part as f64 * 100.0 / whole as f64)
-    }
+async fn weeks_api(State(app): State<App>, user: CurrentUser) -> Result<axum::Json<Vec<KeptWeek>>> {
+    user.require(READERS, "the weekly summary")?;
+    Ok(axum::Json(kept_weeks(&app).await?))
 }
 
-fn change(now: u64, before: u64) -> String {
-    match (now, before) {
-        (_, 0) => "no data the week before".into(),
-        _ => {
-            let d = (now as f64 - before as f64) * 100.0 / before as f64;
-            format!(
-                "{}{:.0}% on the week before",
-                if d >= 0.0 { "+" } else { "" },
-                d
-            )
-        }
-    }
+fn link(week: IsoWeek, scope: &Scope) -> String {
+    format!("/summary?week={week}&scope={}", scope.key())
 }
 
 async fn page(
     State(app): State<App>,
     user: CurrentUser,
     Query(q): Query<WeekQuery>,
-) -> Result<Markup> {
+) -> Result<Response> {
     user.require(READERS, "the weekly summary")?;
-    let monday = monday_from(&app, &q)?;
-    let s = summary(&app, monday, q.refresh.is_some()).await?;
+    let week = week_from(&app, &q)?;
+    let (scope, all) = scope_from(&app, &q)?;
+    let shown = summary(&app, week, &scope, q.refresh.is_some()).await?;
+    let s = &shown.summary;
     let tz = app.tz();
-    let prev = monday.checked_sub(7.days()).unwrap_or(monday);
-    let next = monday.checked_add(7.days()).unwrap_or(monday);
-    let this_week = monday_of(app.clock.now().to_zoned(tz.clone()).date());
-    let last_week = s.trend.iter().rev().nth(1).cloned();
-    let bypass_total: u64 = s.bypass.iter().map(|b| b.attempts).sum();
-    let mut blocked_cats: Vec<(String, u64)> = s
-        .by_category
-        .iter()
-        .filter(|c| c.blocked > 0 && !c.key.is_empty())
-        .map(|c| (c.key.clone(), c.blocked))
-        .collect();
-    blocked_cats.sort_by_key(|c| std::cmp::Reverse(c.1));
-    blocked_cats.truncate(12);
-    let mut flagged_cats: Vec<(String, u64)> = s
-        .by_category
-        .iter()
-        .filter(|c| c.flagged > 0 && !c.key.is_empty())
-        .map(|c| (c.key.clone(), c.flagged))
-        .collect();
-    flagged_cats.sort_by_key(|c| std::cmp::Reverse(c.1));
-    flagged_cats.truncate(12);
-    let labels: Vec<String> = s
-        .trend
-        .iter()
-        .map(|p| p.week_start.strftime("%-d %b").to_string())
-        .collect();
-    let sunday = monday.checked_add(6.days()).unwrap_or(monday);
-    Ok(ui::page(
+    let now_week = this_week(&app);
+    let kept = kept_weeks(&app).await?;
+    let mut kept_list: Vec<(String, Vec<&KeptWeek>)> = Vec::new();
+    for k in &kept {
+        match kept_list.last_mut() {
+            Some((w, ks)) if *w == k.week => ks.push(k),
+            _ => kept_list.push((k.week.clone(), vec![k])),
+        }
+    }
+    kept_list.truncate(LISTED_WEEKS);
+    let body = ui::page(
         &app,
         &user,
         "Weekly summary",
         "/summary",
         html! {
-            (ui::page_head("Weekly summary", Some(&format!("{} · week of {} to {}", s.school, monday.strftime("%A %-d %B"), sunday.strftime("%A %-d %B %Y")))))
+            (ui::page_head("Weekly summary", Some(&format!("{} · {} · week of {}", s.title, week, week.monday().strftime("%A %-d %B %Y")))))
             div.actions.noprint.neg {
-                a.btn.secondary.small href={ "/summary?week=" (prev) } { "← Previous week" }
-                @if next <= this_week { a.btn.secondary.small href={ "/summary?week=" (next) } { "Next week →" } }
-                span.muted.small { "Figures as of " (ui::when(s.generated_at, &tz)) " (" a href={ "/summary?week=" (monday) "&refresh=1" } { "refresh" } "). Aggregates only: no individual's browsing is shown here." }
-            }
-            div.stats {
-                (ui::stat("Requests", &ui::thousands(s.totals.requests), last_week.as_ref().map(|w| change(s.totals.requests, w.events)).as_deref()))
-                (ui::stat("Blocked", &ui::thousands(s.totals.blocked), Some(&format!("{} of requests", pct(s.totals.blocked, s.totals.requests)))))
-                (ui::stat("Flagged for review", &ui::thousands(s.totals.flagged), last_week.as_ref().map(|w| change(s.totals.flagged, w.flagged)).as_deref()))
-                (ui::stat("Bypass attempts", &ui::thousands(bypass_total), Some("VPNs, proxies, encrypted DNS")))
-                (ui::stat("Incidents", &format!("{} opened", s.incidents.opened), Some(&format!("{} closed · {} open at week end", s.incidents.closed, s.incidents.open_at_end))))
-                (ui::stat("People / devices", &format!("{} / {}", ui::thousands(s.totals.distinct_users), ui::thousands(s.totals.distinct_clients)), None))
-            }
-            div.card {
-                h2 { "Trend: the last " (TREND_WEEKS) " weeks" }
-                (charts::grouped_bars(&labels, &[
-                    ("Blocked", charts::BLOCKED, s.trend.iter().map(|p| p.blocked).collect()),
-                    ("Flagged", charts::FLAGGED, s.trend.iter().map(|p| p.flagged).collect()),
-                ]))
-            }
-            div.grid.grid-2 {
-                div.card { h2 { "Blocked by category" } @if blocked_cats.is_empty() { (ui::empty("Nothing blocked this week.")) } @else { (charts::horizontal_bars(&blocked_cats, charts::BLOCKED)) } }
-                div.card { h2 { "Flagged by category" } @if flagged_cats.is_empty() { (ui::empty("Nothing flagged this week.")) } @else { (charts::horizontal_bars(&flagged_cats, charts::FLAGGED)) } }
-            }
-            div.grid.grid-2 {
-                div.card {
-                    h2 { "By role" }
-                    table {
-                        thead { tr { th { "Role" } th.num { "Requests" } th.num { "Blocked" } th.num { "Flagged" } } }
-                        tbody { @for r in &s.by_role { tr { td { (r.key) } td.num { (ui::thousands(r.events)) } td.num { (ui::thousands(r.blocked)) } td.num { (ui::thousands(r.flagged)) } } } }
-                    }
-                    @if s.by_school.len() > 1 {
-                        h3 { "By school" }
-                        table {
-                            thead { tr { th { "School" } th.num { "Requests" } th.num { "Blocked" } th.num { "Flagged" } } }
-                            tbody { @for r in &s.by_school { tr { td { (if r.key.is_empty() { "(no school)" } else { &r.key }) } td.num { (ui::thousands(r.events)) } td.num { (ui::thousands(r.blocked)) } td.num { (ui::thousands(r.flagged)) } } } }
-                        }
+                a.btn.secondary.small href=(link(week.previous(), &scope)) { "← Previous week" }
+                @if week < now_week { a.btn.secondary.small href=(link(week.next(), &scope)) { "Next week →" } }
+                @if all.len() > 1 {
+                    @for other in &all {
+                        @if *other == scope { span.btn.small { (scope_label(&app, other)) } }
+                        @else { a.btn.secondary.small href=(link(week, other)) { (scope_label(&app, other)) } }
                     }
                 }
-                div.card {
-                    h2 { "Bypass attempts" }
-                    @if s.bypass.is_empty() { (ui::empty("None this week.")) } @else {
-                        table {
-                            thead { tr { th { "Kind" } th.num { "Attempts" } th.num { "People" } th.num { "Devices" } } }
-                            tbody { @for b in &s.bypass { tr { td { (b.category.label()) } td.num { (ui::thousands(b.attempts)) } td.num { (b.distinct_users) } td.num { (b.distinct_clients) } } } }
-                        }
-                    }
-                    h3 { "Most blocked sites" }
-                    table {
-                        tbody { @for h in &s.top_blocked { tr { td.mono { (h.host) } td.num { (ui::thousands(h.blocked)) } } } }
-                    }
+                span.muted.small {
+                    @if shown.kept { "As sent on " (ui::when(s.generated_at, &tz)) ". " }
+                    @else if week >= now_week { "This week so far, as of " (ui::when(s.generated_at, &tz)) ". " }
+                    @else { "Not sent that week; figures as of " (ui::when(s.generated_at, &tz)) ". " }
+                    a href={ (link(week, &scope)) "&refresh=1" } { "Recount now" }
+                    ". Aggregates only: no individual's browsing is shown here."
                 }
             }
-            div.card {
-                h2 { "Filter health" }
-                dl.kv {
-                    dt { "Running for" } dd { (crate::health::uptime(s.health.uptime_secs)) }
-                    dt { "Lists last read" } dd { @if let Some(t) = s.health.lists_loaded { (ui::when(t, &tz)) } @else { "at start" } }
-                    dt { "Domains on lists" } dd { (ui::thousands(s.health.domains)) }
-                    dt { "List problems" } dd { @if s.health.failed_sources.is_empty() { span.dot.ok {} "none" } @else { @for f in &s.health.failed_sources { div { span.dot.bad {} (f) } } } }
+            div #summary { (render_fragment(s)) }
+            div.card.noprint {
+                h2 { "Summaries sent" }
+                @if kept_list.is_empty() { (ui::empty("No weekly summary has been sent yet: the first goes out at the configured day and time.")) }
+                @else {
+                    table {
+                        thead { tr { th { "Week" } th { "Summaries" } th { "Sent" } } }
+                        tbody {
+                            @for (w, ks) in &kept_list {
+                                tr {
+                                    td.mono { (w) }
+                                    td { @for k in ks { a href={ "/summary?week=" (k.week) "&scope=" (k.scope) } { (k.scope) } " " } }
+                                    td { @if let Some(k) = ks.first() { (ui::when(k.generated_at, &tz)) } }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         },
-    ))
+    );
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    Ok(resp)
+}
+
+fn scope_label(app: &App, scope: &Scope) -> String {
+    schoolgate_reports::summary::scope_title(app.policy.load().config(), scope)
 }

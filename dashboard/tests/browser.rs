@@ -363,7 +363,7 @@ async fn a_headteacher_opens_the_weekly_summary_in_the_browser() {
     let page = d.source().await;
     assert!(
         page.contains("Weekly summary")
-            && page.contains("Blocked by category")
+            && page.contains("What was blocked and flagged")
             && page.contains("<svg")
     );
     assert!(

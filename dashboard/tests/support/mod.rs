@@ -98,6 +98,8 @@ pub struct Harness {
     pub clock: Clock,
     pub config_path: PathBuf,
     pub state_path: PathBuf,
+    /// The dashboard's summary archive and week facts, for a weekly job.
+    pub archive: schoolgate_dashboard::summary::Archive,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -190,6 +192,7 @@ impl Harness {
             clock: clock.clone(),
         };
         let dash = Dashboard::new(ctx).expect("dashboard");
+        let archive = dash.summary_archive();
         let bound = dash
             .bind("127.0.0.1:0".parse().expect("addr"))
             .await
@@ -210,6 +213,7 @@ impl Harness {
             clock,
             config_path,
             state_path,
+            archive,
             shutdown,
             task: Some(task),
         }
