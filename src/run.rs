@@ -149,7 +149,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
         Some(handle)
     };
 
-    if let Some(addr) = config.listen.dashboard {
+    // The dashboard's state is opened even when it is not served: it keeps the
+    // weekly summaries (and knows the week's incidents and policy changes).
+    let dashboard = {
         let (dns, proxy) = (dns.clone(), proxy.clone());
         let counters = events.clone();
         let health: schoolgate_dashboard::HealthSource = Arc::new(move || {
@@ -159,19 +161,35 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 "pipeline": counters.counters(),
             })
         });
-        let dashboard =
-            schoolgate_dashboard::Dashboard::new(schoolgate_dashboard::DashboardContext {
-                policy: policy.clone(),
-                config_path: config_path.to_path_buf(),
-                reloader: reloader.clone(),
-                store: store.clone(),
-                health,
-                state_path: config.dashboard.state.clone(),
-                started_at: jiff::Timestamp::now(),
-                load_report: Some(report.clone()),
-                clock: schoolgate_dashboard::Clock::system(),
-            })
-            .context("starting the dashboard")?;
+        schoolgate_dashboard::Dashboard::new(schoolgate_dashboard::DashboardContext {
+            policy: policy.clone(),
+            config_path: config_path.to_path_buf(),
+            reloader: reloader.clone(),
+            store: store.clone(),
+            health,
+            state_path: config.dashboard.state.clone(),
+            started_at: jiff::Timestamp::now(),
+            load_report: Some(report.clone()),
+            clock: schoolgate_dashboard::Clock::system(),
+        })
+        .context("starting the dashboard")?
+    };
+
+    // The weekly summary: built at `[reports] weekly_day` / `weekly_time` (or at
+    // start, for a run missed earlier today), kept for the dashboard, and mailed
+    // when `[reports.smtp]` is set.
+    {
+        let archive = Arc::new(dashboard.summary_archive());
+        let job = schoolgate_reports::WeeklyJob::new(
+            store.clone(),
+            policy.clone(),
+            archive.clone(),
+            archive,
+        );
+        tasks.spawn(job.run(shutdown.child_token()));
+    }
+
+    if let Some(addr) = config.listen.dashboard {
         let bound = dashboard
             .bind(addr)
             .await

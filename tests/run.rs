@@ -1,7 +1,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use schoolgate_events::{EventStore, ExportFilter, Period, Purpose, SqliteStore};
+use schoolgate_events::{
+    AccessEvent, Batch, EventStore, ExportFilter, Period, Purpose, Source, SqliteStore,
+};
 
 use crate::support::{Running, curl_via, dig_short, free_port, wait_for_port};
 
@@ -101,22 +103,11 @@ fn run_filters_reloads_and_drains_every_event() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&login.stdout), "200");
-    let mut add = std::process::Command::new(crate::support::BIN)
-        .args(["user", "add", "dsl", "--role", "esafety-lead", "--config"])
-        .arg(&config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    add.stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse battery staple\n")
-        .unwrap();
-    let out = add.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("user dsl (esafety-lead) saved in "));
+    let out = add_user(&config, "dsl", "esafety-lead");
+    assert!(
+        out.starts_with("user dsl (esafety-lead) saved in "),
+        "{out}"
+    );
     let bad = crate::support::schoolgate(&[
         "user",
         "add",
@@ -232,4 +223,132 @@ fn run_filters_reloads_and_drains_every_event() {
             .all(|l| l.contains(",casino-test.example,") || l.contains(",www.casino-test.example,")),
         "{csv}"
     );
+}
+
+/// The weekly job runs inside `schoolgate run`: scheduled for today at 00:00
+/// school time, it catches up at start with last week's summary, which the
+/// headteacher then finds on the dashboard's summary page as sent.
+#[test]
+fn run_keeps_last_weeks_summary_for_the_summary_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gambling.txt"), "casino-test.example\n").unwrap();
+    let (pp, dp, wp) = (free_port(), free_port(), free_port());
+    let config = write_config(dir.path(), pp, dp, wp, true);
+    let today = jiff::Timestamp::now().in_tz("Europe/London").unwrap();
+    let day = format!("{:?}", today.weekday()).to_lowercase();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[dashboard]",
+        &format!("[reports]\nweekly_day = \"{day}\"\nweekly_time = \"00:00\"\n\n[dashboard]"),
+    );
+    std::fs::write(&config, text).unwrap();
+
+    // Last week's traffic, already in the store: one blocked request on Tuesday.
+    let monday = today
+        .date()
+        .checked_sub(jiff::Span::new().days(i64::from(today.weekday().to_monday_zero_offset())))
+        .unwrap();
+    let last_tuesday = monday
+        .checked_sub(jiff::Span::new().days(6))
+        .unwrap()
+        .at(10, 0, 0, 0)
+        .in_tz("Europe/London")
+        .unwrap()
+        .timestamp();
+    let iso = last_tuesday
+        .in_tz("Europe/London")
+        .unwrap()
+        .date()
+        .iso_week_date();
+    let last_week = format!("{}-W{:02}", iso.year(), iso.week());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    {
+        let store =
+            SqliteStore::open(dir.path().join("events.sqlite"), Default::default()).unwrap();
+        let event = AccessEvent::new(
+            Source::Proxy,
+            "127.0.0.2".parse().unwrap(),
+            "casino-test.example",
+        )
+        .at(last_tuesday)
+        .with_school("test")
+        .with_role("pupil")
+        .with_action(schoolgate_classifier::Action::Block);
+        rt.block_on(store.insert(&Batch::new(vec![event]))).unwrap();
+    }
+    add_user(&config, "head", "headteacher");
+
+    let running = Running::start(&config, dir.path().join("run.log"));
+    let web: SocketAddr = format!("127.0.0.1:{wp}").parse().unwrap();
+    wait_for_port(web);
+    running.wait_for_log("weekly summaries done");
+    assert!(
+        running
+            .log()
+            .contains("no [reports.smtp]: summaries kept in the dashboard only"),
+        "{}",
+        running.log()
+    );
+
+    let jar = dir.path().join("cookies");
+    let login = curl(&[
+        "-c",
+        jar.to_str().unwrap(),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"username":"head","password":"correct horse battery staple"}"#,
+        &format!("http://{web}/api/login"),
+    ]);
+    assert!(login.contains("csrf"), "{login}");
+    let get = |path: &str| curl(&["-b", jar.to_str().unwrap(), &format!("http://{web}{path}")]);
+    let weeks = get("/api/summary/weeks");
+    assert!(
+        weeks.contains(&format!(r#""week":"{last_week}""#)),
+        "{weeks}"
+    );
+    let sent = get(&format!("/api/summary?week={last_week}&scope=school-test"));
+    let sent: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(sent["totals"]["blocked"], 1, "{sent}");
+    assert_eq!(sent["title"], "Test Academy");
+    let page = get(&format!("/summary?week={last_week}&scope=school-test"));
+    assert!(page.contains("As sent on"), "{page}");
+    assert!(
+        page.contains("Test Academy") && page.contains("<svg"),
+        "{page}"
+    );
+
+    running.signal("TERM");
+    let mut running = running;
+    let status = running.child.wait().unwrap();
+    assert!(status.success(), "exit: {status:?}\n{}", running.log());
+}
+
+/// `schoolgate user add NAME --role ROLE` with the test password: its output.
+fn add_user(config: &Path, name: &str, role: &str) -> String {
+    use std::io::Write;
+    let mut add = std::process::Command::new(crate::support::BIN)
+        .args(["user", "add", name, "--role", role, "--config"])
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let out = add.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `curl -s ARGS`: the body.
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
