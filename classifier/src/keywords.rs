@@ -20,8 +20,20 @@
 //! in `analysis` the neutral is longer than `anal` at the same start. Text is
 //! scanned twice when it holds digits or symbols: as written, and with leetspeak
 //! undone (`p0rn` → `porn`), so `bet365` still matches `bet365`.
+//!
+//! # The URL scan
+//! The URL scope runs on every request, so its DFA (built by `aho-corasick`) is
+//! copied once into a table laid out for the scan loop ([`UrlDfa`]), which runs
+//! the same leftmost-longest search as [`AhoCorasick::find_iter`] (search from a
+//! position, keep the last match state seen until the dead state, resume after
+//! the match), reading ASCII upper case as lower case on the way so that a path
+//! is never copied to be lowercased.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::collections::{HashMap, HashSet};
+
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::dfa::DFA;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, MatchKind};
 
 use crate::category::{Category, CategorySet};
 
@@ -61,9 +73,17 @@ struct Pattern {
 /// One compiled scope's automaton and patterns.
 #[derive(Clone, Debug)]
 struct Matcher {
-    ac: AhoCorasick,
+    automaton: Scan,
     patterns: Vec<Pattern>,
-    overlapping: bool,
+}
+
+/// How a scope finds its matches.
+#[derive(Clone, Debug)]
+enum Scan {
+    /// URL scope: leftmost-longest.
+    Leftmost(Box<UrlDfa>),
+    /// Search scope: every overlapping match.
+    Overlapping(AhoCorasick),
 }
 
 /// A keyword hit that decided a category.
@@ -209,26 +229,35 @@ impl KeywordRules {
                 if patterns.iter().all(|p| p.category.is_none()) {
                     return Ok(None);
                 }
-                let kind = if overlapping {
-                    MatchKind::Standard
-                } else {
-                    MatchKind::LeftmostLongest
+                let err = |e: &dyn std::fmt::Display| RuleError {
+                    name: name.to_owned(),
+                    line: 0,
+                    message: e.to_string(),
                 };
                 // A DFA: a few MB for the built-in rules, and the fastest scan
                 // on the hot path.
-                let ac = AhoCorasickBuilder::new()
-                    .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                    .match_kind(kind)
-                    .build(patterns.iter().map(|p| p.text.as_bytes()))
-                    .map_err(|e| RuleError {
-                        name: name.to_owned(),
-                        line: 0,
-                        message: e.to_string(),
-                    })?;
+                let texts = patterns.iter().map(|p| p.text.as_bytes());
+                let automaton = if overlapping {
+                    Scan::Overlapping(
+                        AhoCorasickBuilder::new()
+                            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                            .match_kind(MatchKind::Standard)
+                            .build(texts)
+                            .map_err(|e| err(&e))?,
+                    )
+                } else {
+                    // No prefilter: it only speeds up long texts, and the walk in
+                    // `scan_leftmost` does not use one.
+                    let dfa = DFA::builder()
+                        .match_kind(MatchKind::LeftmostLongest)
+                        .prefilter(false)
+                        .build(texts)
+                        .map_err(|e| err(&e))?;
+                    Scan::Leftmost(Box::new(UrlDfa::new(&dfa).map_err(|e| err(&e))?))
+                };
                 Ok(Some(Matcher {
-                    ac,
+                    automaton,
                     patterns,
-                    overlapping,
                 }))
             };
         Ok(KeywordRules {
@@ -238,13 +267,13 @@ impl KeywordRules {
         })
     }
 
-    /// Scans a host and path (lowercase expected; hosts are normalised already).
+    /// Scans a host and path (any case: ASCII upper case reads as lower case).
     pub fn scan_url(&self, host: &str, path: &str) -> KeywordMatches {
         let mut acc = Accumulator::default();
         if let Some(m) = &self.url {
             m.scan(host.as_bytes(), &mut acc);
             if !path.is_empty() {
-                scan_lowered(m, path, &mut acc);
+                m.scan(path.as_bytes(), &mut acc);
             }
         }
         acc.finish(self.url.as_ref())
@@ -269,21 +298,22 @@ fn scan_lowered(m: &Matcher, text: &str, acc: &mut Accumulator) {
 }
 
 /// Per-category scores and the strongest pattern of each; `touched` marks the
-/// categories with any score so that finishing does not walk all of them.
+/// categories with any score so that finishing does not walk all of them. A scan
+/// scores a handful of categories at most, so they live in a short list (kept
+/// off the heap) rather than in tables of 64 that would be cleared every time.
+#[derive(Default)]
 struct Accumulator {
     touched: u64,
-    scores: [u16; 64],
-    best: [Option<(u16, u32)>; 64],
+    scores: smallvec::SmallVec<[Score; 4]>,
 }
 
-impl Default for Accumulator {
-    fn default() -> Self {
-        Accumulator {
-            touched: 0,
-            scores: [0; 64],
-            best: [None; 64],
-        }
-    }
+/// One category's score in a scan.
+#[derive(Clone, Copy)]
+struct Score {
+    category: u8,
+    total: u16,
+    /// The weight and index of the strongest pattern.
+    best: (u16, u32),
 }
 
 /// The indexes of the set bits, lowest first.
@@ -303,22 +333,41 @@ impl Iterator for BitIter {
 
 impl Accumulator {
     fn add(&mut self, category: Category, weight: u16, pattern: u32) {
-        let i = usize::from(category.id());
-        self.touched |= 1 << i;
-        self.scores[i] = self.scores[i].saturating_add(weight);
-        if self.best[i].is_none_or(|(w, _)| weight > w) {
-            self.best[i] = Some((weight, pattern));
+        let id = category.id();
+        self.touched |= 1 << id;
+        match self.scores.iter_mut().find(|s| s.category == id) {
+            Some(s) => {
+                s.total = s.total.saturating_add(weight);
+                if weight > s.best.0 {
+                    s.best = (weight, pattern);
+                }
+            }
+            None => self.scores.push(Score {
+                category: id,
+                total: weight,
+                best: (weight, pattern),
+            }),
         }
     }
 
-    fn finish(self, m: Option<&Matcher>) -> KeywordMatches {
+    /// The score of the category with id `i`, if it has one.
+    fn score(&self, i: usize) -> Option<&Score> {
+        self.scores.iter().find(|s| usize::from(s.category) == i)
+    }
+
+    fn total(&self, i: usize) -> u16 {
+        self.score(i).map_or(0, |s| s.total)
+    }
+
+    fn finish(&self, m: Option<&Matcher>) -> KeywordMatches {
         let mut out = KeywordMatches::default();
         let Some(m) = m else { return out };
         for i in BitIter(self.touched) {
-            if self.scores[i] >= THRESHOLD
+            if let Some(s) = self.score(i)
+                && s.total >= THRESHOLD
                 && let Some(c) = Category::from_id(i as u8)
-                && let Some((_, p)) = self.best[i]
             {
+                let p = s.best.1;
                 out.categories.insert(c);
                 out.hits.push(KeywordHit {
                     category: c,
@@ -358,7 +407,13 @@ impl Matcher {
                 && ((i > 0 && text[i - 1].is_ascii_alphabetic())
                     || text.get(i + 1).is_some_and(u8::is_ascii_alphabetic))
         };
-        let Some(first) = (0..text.len()).find(|&i| leet_at(i)) else {
+        let Some(first) = text
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| unleet(b) != b)
+            .map(|(i, _)| i)
+            .find(|&i| leet_at(i))
+        else {
             return;
         };
         let mut buf = text.to_vec();
@@ -372,38 +427,163 @@ impl Matcher {
         // Count a category from the second pass only if the first missed it, so
         // `casino` written plainly is not counted twice.
         for i in BitIter(extra.touched) {
-            if acc.scores[i] < THRESHOLD
+            if acc.total(i) < THRESHOLD
                 && let Some(c) = Category::from_id(i as u8)
-                && let Some((_, p)) = extra.best[i]
+                && let Some(s) = extra.score(i)
             {
-                acc.add(c, extra.scores[i], p);
+                acc.add(c, s.total, s.best.1);
             }
         }
     }
 
     fn scan_once(&self, text: &[u8], acc: &mut Accumulator) {
-        if self.overlapping {
-            for m in self.ac.find_overlapping_iter(text) {
-                self.count(text, m, acc);
+        match &self.automaton {
+            Scan::Leftmost(dfa) => {
+                dfa.find_each(text, |pattern, start, end| {
+                    self.count(text, pattern, start, end, acc)
+                });
             }
-        } else {
-            for m in self.ac.find_iter(text) {
-                self.count(text, m, acc);
+            Scan::Overlapping(ac) => {
+                for m in ac.find_overlapping_iter(text) {
+                    self.count(text, m.pattern().as_u32(), m.start(), m.end(), acc);
+                }
             }
         }
     }
 
-    fn count(&self, text: &[u8], m: aho_corasick::Match, acc: &mut Accumulator) {
-        {
-            let p = &self.patterns[m.pattern().as_usize()];
-            let Some(category) = p.category else { return };
-            if p.start_bound && m.start() > 0 && is_word_byte(text[m.start() - 1]) {
+    fn count(&self, text: &[u8], pattern: u32, start: usize, end: usize, acc: &mut Accumulator) {
+        let p = &self.patterns[pattern as usize];
+        let Some(category) = p.category else { return };
+        if p.start_bound && start > 0 && is_word_byte(text[start - 1]) {
+            return;
+        }
+        if p.end_bound && text.get(end).is_some_and(|&b| is_word_byte(b)) {
+            return;
+        }
+        acc.add(category, p.weight, pattern);
+    }
+}
+
+/// A leftmost-longest DFA as one flat table: state ids are premultiplied row
+/// offsets, the dead state is 0 and the match states come right after it, so one
+/// comparison per byte tells whether anything special happened.
+#[derive(Clone, Debug)]
+struct UrlDfa {
+    /// Byte to column; an ASCII upper-case letter maps to its lower case's.
+    classes: [u8; 256],
+    /// Row-major transitions, `stride` columns a row.
+    trans: Vec<u32>,
+    start: u32,
+    /// The highest match state; every state up to it is dead (0) or a match.
+    max_match: u32,
+    /// Per match state (in order): the pattern and its length.
+    matches: Vec<(u32, u32)>,
+    stride: u32,
+}
+
+impl UrlDfa {
+    /// Copies every state reachable from the unanchored start state.
+    fn new(dfa: &DFA) -> Result<UrlDfa, aho_corasick::MatchError> {
+        let start = dfa.start_state(Anchored::No)?;
+        // Reachable states, found breadth first.
+        let mut seen: HashSet<StateID> = HashSet::from([start]);
+        let mut states = vec![start];
+        let mut i = 0;
+        while i < states.len() {
+            for b in 0..=255u8 {
+                let next = dfa.next_state(Anchored::No, states[i], b);
+                if seen.insert(next) {
+                    states.push(next);
+                }
+            }
+            i += 1;
+        }
+        // Rows: 0 for the dead state (every transition stays there), then the
+        // match states, then the rest.
+        let mut row: HashMap<StateID, u32> = HashMap::new();
+        let mut order: Vec<StateID> = Vec::with_capacity(states.len());
+        let live = |s: &&StateID| !dfa.is_dead(**s);
+        for s in states.iter().filter(live).filter(|s| dfa.is_match(**s)) {
+            order.push(*s);
+            row.insert(*s, order.len() as u32);
+        }
+        let max_match = order.len();
+        for s in states.iter().filter(live).filter(|s| !dfa.is_match(**s)) {
+            order.push(*s);
+            row.insert(*s, order.len() as u32);
+        }
+        for s in states.iter().filter(|s| dfa.is_dead(**s)) {
+            row.insert(*s, 0);
+        }
+        // Columns: bytes whose transitions agree from every state share one.
+        let mut columns: HashMap<Vec<u32>, u8> = HashMap::new();
+        let mut column_of: Vec<Vec<u32>> = Vec::new();
+        let mut classes = [0u8; 256];
+        for b in 0..=255u8 {
+            let lower = b.to_ascii_lowercase();
+            let column: Vec<u32> = std::iter::once(0)
+                .chain(
+                    order
+                        .iter()
+                        .map(|s| row[&dfa.next_state(Anchored::No, *s, lower)]),
+                )
+                .collect();
+            let n = column_of.len() as u8;
+            classes[usize::from(b)] = *columns.entry(column.clone()).or_insert_with(|| {
+                column_of.push(column);
+                n
+            });
+        }
+        let stride = column_of.len() as u32;
+        let mut trans = vec![0u32; (order.len() + 1) * column_of.len()];
+        for (c, column) in column_of.iter().enumerate() {
+            for (r, next) in column.iter().enumerate() {
+                trans[r * column_of.len() + c] = next * stride;
+            }
+        }
+        let matches = order[..max_match]
+            .iter()
+            .map(|s| {
+                let p = dfa.match_pattern(*s, 0);
+                (p.as_u32(), dfa.pattern_len(p) as u32)
+            })
+            .collect();
+        Ok(UrlDfa {
+            classes,
+            trans,
+            start: row[&start] * stride,
+            max_match: max_match as u32 * stride,
+            matches,
+            stride,
+        })
+    }
+
+    /// Calls `f(pattern, start, end)` for each leftmost-longest, non-overlapping
+    /// match, as `AhoCorasick::find_iter` reports them.
+    fn find_each(&self, text: &[u8], mut f: impl FnMut(u32, usize, usize)) {
+        let mut at = 0;
+        while at < text.len() {
+            // The last match state seen (0: none yet), and where it ended.
+            let (mut matched, mut end) = (0, 0);
+            let mut sid = self.start;
+            let mut i = at;
+            while let Some(&b) = text.get(i) {
+                sid = self.trans[(sid + u32::from(self.classes[usize::from(b)])) as usize];
+                i += 1;
+                if sid <= self.max_match {
+                    if sid == 0 {
+                        break;
+                    }
+                    (matched, end) = (sid, i);
+                }
+            }
+            if matched == 0 {
                 return;
             }
-            if p.end_bound && text.get(m.end()).is_some_and(|&b| is_word_byte(b)) {
-                return;
-            }
-            acc.add(category, p.weight, m.pattern().as_u32());
+            let (pattern, len) = self.matches[(matched / self.stride) as usize - 1];
+            f(pattern, end - len as usize, end);
+            // Patterns are never empty, so the search always moves on.
+            at = end;
         }
     }
 }
