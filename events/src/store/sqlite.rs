@@ -73,15 +73,15 @@ CREATE TABLE IF NOT EXISTS events (
 );
 -- Period scans (totals, bypass, exports, purge).
 CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
--- The review queue asks for flagged events over days: a partial index keeps it
--- off the millions of allowed rows, and holding every column it returns keeps it
--- off the table too (10 M events, 30 days' flags: 0.7 s through an index on time
--- alone, 0.14-0.25 s covered). Only flagged rows (about 1%) are in it.
+-- The review queue: flagged events of a period, most severe then newest first,
+-- the first few thousand. A partial index (flagged rows only, about 1%) in exactly
+-- that order lets `flagged` walk it and stop at the limit, without sorting the
+-- period's flags: 10 M events, 90 days' flags (98 k): 0.05 s, against 0.2 s of
+-- CPU for an index on time that still sorts them all (0.7 s with table reads).
 DROP INDEX IF EXISTS events_flagged_time;
-CREATE INDEX IF NOT EXISTS events_flagged_rows ON events(time_ms, id, source, school, node,
-    client_ip, user, device, role, method, host, path, search_terms, action, categories,
-    severity, rule, reason, status, bytes_up, bytes_down, duration_us, cached)
-    WHERE action = 1 OR severity IS NOT NULL;
+DROP INDEX IF EXISTS events_flagged_rows;
+CREATE INDEX IF NOT EXISTS events_flagged_rank ON events(COALESCE(severity, 1), time_ms, id,
+    school, user) WHERE action = 1 OR severity IS NOT NULL;
 -- The DSL's review list: flagged only, most severe and newest first.
 CREATE INDEX IF NOT EXISTS events_flagged ON events(severity, time_ms)
     WHERE action = 1 OR severity IS NOT NULL;
@@ -354,11 +354,16 @@ impl EventStore for SqliteStore {
         audit(purpose, "flagged", &format_args!("{:?}", q))?;
         let q = q.clone();
         self.read(move |conn| {
+            // Rank in the small index first (INDEXED BY: the planner would rather
+            // scan by time and sort every flag of the period), then read only
+            // the rows kept.
             let sql = format!(
-                "SELECT {COLUMNS} FROM events WHERE {FLAGGED} AND time_ms >= ?1 AND time_ms < ?2 \
-                 AND COALESCE(severity, 1) >= ?3 AND (?4 IS NULL OR school = ?4) \
-                 AND (?5 IS NULL OR user = ?5) \
-                 ORDER BY COALESCE(severity, 1) DESC, time_ms DESC, id DESC LIMIT ?6"
+                "SELECT {COLUMNS} FROM events WHERE rowid IN (SELECT rowid FROM events \
+                 INDEXED BY events_flagged_rank WHERE {FLAGGED} AND time_ms >= ?1 \
+                 AND time_ms < ?2 AND COALESCE(severity, 1) >= ?3 \
+                 AND (?4 IS NULL OR school = ?4) AND (?5 IS NULL OR user = ?5) \
+                 ORDER BY COALESCE(severity, 1) DESC, time_ms DESC, id DESC LIMIT ?6) \
+                 ORDER BY COALESCE(severity, 1) DESC, time_ms DESC, id DESC"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
