@@ -1,11 +1,12 @@
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use schoolgate_classifier::shared;
 use schoolgate_reports::{
-    ArchiveError, Clock, IncidentFigures, IsoWeek, NoFacts, Scope, SummaryArchive, WeekExtras,
-    WeekFacts, WeeklyJob, WeeklySummary,
+    ArchiveError, Clock, IncidentFigures, IsoWeek, NoFacts, RetryPolicy, Scope, SummaryArchive,
+    WeekExtras, WeekFacts, WeeklyJob, WeeklySummary,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -152,4 +153,62 @@ async fn catches_up_a_missed_run_the_same_day() {
     assert_eq!(sum.week, support::week("2026-W48"));
     cancel.cancel();
     job.await.expect("job ends");
+}
+
+/// A trust's week: every school's summary and the trust's are kept, each with
+/// its own figures (the store's school filter), even when the mail server is
+/// down and the email is given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusts_week_is_kept_per_school_though_the_mail_fails() {
+    let mut config = support::example("trust.toml");
+    config.reports.smtp = Some(support::SmtpServer::smtp_config(support::free_port()));
+    let policy = support::policy(&config);
+    let w = support::week("2026-W47");
+    let s = support::store();
+    let mut events = support::traffic(&policy, w, "fenland-high", 500, 1);
+    events.extend(support::traffic(&policy, w, "marsh-primary", 200, 2));
+    support::insert(&s.store, &events).await;
+
+    let (tx, mut rx) = mpsc::channel(8);
+    let archive = Arc::new(Archive {
+        kept: Mutex::new(Vec::new()),
+        tx,
+        clock: Clock::System,
+    });
+    let job = WeeklyJob::new(
+        Arc::new(s.store.clone()),
+        shared(policy),
+        archive.clone(),
+        Arc::new(NoFacts),
+    )
+    .with_retry(RetryPolicy {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+        give_up_after: Some(Duration::from_millis(200)),
+    });
+    let built = job
+        .run_week(w, &CancellationToken::new())
+        .await
+        .expect("built though the mail failed");
+    assert_eq!(built.len(), 3);
+    let mut kept = Vec::new();
+    while let Ok((_, sum)) = rx.try_recv() {
+        kept.push((sum.scope.key(), sum.totals.requests));
+    }
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            ("school-fenland-high".to_owned(), 500),
+            ("school-marsh-primary".to_owned(), 200),
+            ("trust".to_owned(), 700),
+        ]
+    );
+    for scope in [
+        Scope::school("fenland-high"),
+        Scope::school("marsh-primary"),
+        Scope::Trust,
+    ] {
+        assert!(archive.contains(w, &scope).await.expect("archive"));
+    }
 }
