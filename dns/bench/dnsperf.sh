@@ -6,9 +6,10 @@
 #   dns/bench/dnsperf.sh [--quick] [--rounds N] [--seconds S] [--out FILE]
 #
 # Servers (all running at once, each answering only when it is measured):
-#   schoolgate          every query an event (allowed_sample = 1), embedded store
-#   schoolgate-sampled  allowed queries sampled 1 in 100 (blocked ones never)
-#   schoolgate-nostore  as sampled, but the pipeline's store drops the batches and
+#   schoolgate          every query an event (allowed_repeat_secs = 0), embedded store
+#   schoolgate-default  the shipped default: every allowed name once a minute per
+#                       device (allowed_repeat_secs = 60; blocked ones always)
+#   schoolgate-nostore  as default, but the pipeline's store drops the batches and
 #                       its journal is off: the DNS path's own cost
 #   unbound             local-zone always_nxdomain for each blocked name
 #   dnsmasq             address=/name/ (NXDOMAIN) for each blocked name
@@ -50,8 +51,8 @@ DATA="${SCHOOLGATE_DATA:-$ROOT/../shared/data}"
 TOTAL_NAMES=1000000
 HIT_NAMES=1000
 PORT_NSD=15390
-declare -A PORT=([schoolgate]=15391 [schoolgate-sampled]=15394 [schoolgate-nostore]=15395 [unbound]=15392 [dnsmasq]=15393)
-SERVERS=(schoolgate schoolgate-sampled schoolgate-nostore unbound dnsmasq)
+declare -A PORT=([schoolgate]=15391 [schoolgate-default]=15394 [schoolgate-nostore]=15395 [unbound]=15392 [dnsmasq]=15393)
+SERVERS=(schoolgate schoolgate-default schoolgate-nostore unbound dnsmasq)
 CONCURRENCY=(-c 8 -q 200)
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -241,7 +242,7 @@ wait_ready nsd "${PID[nsd]}" "$PORT_NSD"
 # ---------------------------------------------------------------------------
 # The servers.
 # ---------------------------------------------------------------------------
-sg_config() { # port sample dir
+sg_config() { # port repeat-secs dir
     cat <<EOF
 [policy]
 default_role = "bench"
@@ -262,7 +263,7 @@ upstreams = ["127.0.0.1:$PORT_NSD"]
 block_answer = "nxdomain"
 # One load generator is one client: keep the limiter's bookkeeping, not its limit.
 rate_limit_qps = 4000000
-allowed_sample = $2
+allowed_repeat_secs = $2
 
 [store]
 path = "$3/events.sqlite"
@@ -271,14 +272,14 @@ dead_letter = "$3/dead-letter.jsonl"
 EOF
 }
 
-for name in schoolgate schoolgate-sampled schoolgate-nostore; do
+for name in schoolgate schoolgate-default schoolgate-nostore; do
     dir="$WORK/$name"
     mkdir -p "$dir"
-    sample=100
+    repeat=60
     extra=()
-    [ "$name" = schoolgate ] && sample=1
+    [ "$name" = schoolgate ] && repeat=0
     [ "$name" = schoolgate-nostore ] && extra=(--discard-events --no-journal)
-    sg_config "${PORT[$name]}" "$sample" "$dir" > "$dir/schoolgate.toml"
+    sg_config "${PORT[$name]}" "$repeat" "$dir" > "$dir/schoolgate.toml"
     start "$name" env MALLOC_ARENA_MAX=2 "$SG_BIN" "$dir/schoolgate.toml" "${extra[@]}" --ut1-dir "$DATA/lists/ut1" \
         "$DATA/lists/blocklistproject/drugs.txt.gz=drugs" \
         "$DATA/lists/blocklistproject/gambling.txt.gz=gambling" \
@@ -376,7 +377,7 @@ TABLE="$WORK/table.md"
         done
     done
 } > "$TABLE"
-for name in schoolgate schoolgate-sampled schoolgate-nostore; do
+for name in schoolgate schoolgate-default schoolgate-nostore; do
     kill "${PID[$name]}" 2>/dev/null || true
     timeout 30 tail --pid="${PID[$name]}" -f /dev/null 2>/dev/null || true
     log "$name counters: $(tail -1 "$WORK/$name.stderr")"

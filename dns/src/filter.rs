@@ -115,6 +115,7 @@ impl DnsFilter {
                 events,
                 &config.policy.node,
                 dns.allowed_sample,
+                dns.allowed_repeat_secs,
                 Arc::clone(&counters),
             ),
             counters,

@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -39,6 +39,8 @@ pub struct Recorder {
     node: Arc<str>,
     /// Log one in this many allowed, unflagged queries (1 = every one).
     sample: u64,
+    /// An allowed name a client asked for within this long is not logged again.
+    repeat: Option<Duration>,
     /// To the `dns-events` thread, which hands held events to the pipeline:
     /// `EventSender::send` writes the pipeline's journal, and a UDP loop that
     /// did that for 32 events in a row would keep the next queries waiting.
@@ -64,6 +66,70 @@ thread_local! {
     /// On a UDP loop thread: events held back to be sent together, after the
     /// answers (see [`Recorder::flush_if_due`]).
     static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
+    /// When this thread last logged each allowed (client, name), for
+    /// `allowed_repeat_secs`. Per thread: no lock on the query path; a repeat
+    /// arriving on another socket loop is logged once more, which is harmless.
+    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
+}
+
+/// Most (client, name) pairs a thread remembers; past it the memory starts
+/// over (about 1.5 MB a thread at most), so a flood of distinct names cannot
+/// grow it, and the worst case is logging a repeat.
+const RECENT_LIMIT: usize = 65_536;
+
+#[derive(Debug, Default)]
+struct Recent {
+    seen: hashbrown::HashMap<u64, Instant, NoHash>,
+}
+
+/// The keys are already hashes.
+#[derive(Clone, Copy, Debug, Default)]
+struct NoHash;
+
+impl std::hash::BuildHasher for NoHash {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+#[derive(Debug)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; anything else still hashes, slowly.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl Recent {
+    /// True when (ip, name) was logged less than `window` before `now`;
+    /// otherwise remembers `now` for it.
+    fn is_repeat(&mut self, ip: IpAddr, name: &str, now: Instant, window: Duration) -> bool {
+        use std::hash::BuildHasher;
+        let key = foldhash::fast::FixedState::with_seed(0x5c4_0017).hash_one((ip, name));
+        if let Some(last) = self.seen.get_mut(&key) {
+            if now.duration_since(*last) < window {
+                return true;
+            }
+            *last = now;
+            return false;
+        }
+        if self.seen.len() >= RECENT_LIMIT {
+            self.seen.clear();
+        }
+        self.seen.insert(key, now);
+        false
+    }
 }
 
 /// Most events a loop holds back: the pipeline's batcher is then woken about
@@ -84,6 +150,7 @@ impl Recorder {
         events: EventSender,
         node: &str,
         allowed_sample: u32,
+        allowed_repeat_secs: u32,
         counters: Arc<Counters>,
     ) -> Recorder {
         let (tx, rx) = sync_channel::<Handoff>(HANDOFF_QUEUE);
@@ -118,6 +185,8 @@ impl Recorder {
             events,
             node: node.into(),
             sample: u64::from(allowed_sample.max(1)),
+            repeat: (allowed_repeat_secs > 0)
+                .then(|| Duration::from_secs(u64::from(allowed_repeat_secs))),
             handoff,
         }
     }
@@ -143,6 +212,16 @@ impl Recorder {
                 .is_multiple_of(self.sample)
         {
             counters.inc(C::EventsSampledOut);
+            return;
+        }
+        if !interesting
+            && let Some(window) = self.repeat
+            && RECENT.with(|r| {
+                r.borrow_mut()
+                    .is_repeat(o.ip, o.q.name.text(), o.started, window)
+            })
+        {
+            counters.inc(C::EventsRepeatsSkipped);
             return;
         }
         let mut event = AccessEvent::from_verdict(Source::Dns, o.ip, o.q.name.text(), o.verdict);

@@ -49,6 +49,9 @@ pub struct DnsStats {
     pub tunnel_suspects: u64,
     /// Allowed queries not logged because of `allowed_sample`.
     pub events_sampled_out: u64,
+    /// Allowed queries not logged because the device asked for the same name
+    /// within `allowed_repeat_secs`.
+    pub events_repeats_skipped: u64,
     /// Events the pipeline could not take (queue full and spool failed).
     pub events_lost: u64,
     /// TCP connections refused because a connection limit was reached.
@@ -80,6 +83,7 @@ pub(crate) enum C {
     TcpFallbacks,
     TunnelSuspects,
     EventsSampledOut,
+    EventsRepeatsSkipped,
     EventsLost,
     TcpRejected,
 }
@@ -143,6 +147,7 @@ impl Counters {
             tcp_fallbacks: g(C::TcpFallbacks),
             tunnel_suspects: g(C::TunnelSuspects),
             events_sampled_out: g(C::EventsSampledOut),
+            events_repeats_skipped: g(C::EventsRepeatsSkipped),
             events_lost: g(C::EventsLost),
             tcp_rejected: g(C::TcpRejected),
             cache_entries: cache_entries as u64,

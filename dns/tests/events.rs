@@ -1,4 +1,5 @@
 use schoolgate_classifier::{Action, Category};
+use schoolgate_events::AccessEvent;
 
 use crate::support::*;
 
@@ -62,4 +63,43 @@ async fn allowed_queries_are_sampled_but_blocked_ones_never_are() {
     // workers for answers from upstream): each logs the first of every 1000.
     assert!((1..=4).contains(&allowed), "{events:#?}");
     assert_eq!(allowed as u64 + sampled_out, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_name_asked_again_within_the_window_is_logged_once_per_device() {
+    let mut school = School::start_with(Setup {
+        allowed_repeat_secs: 60,
+        ..Setup::default()
+    })
+    .await;
+    for _ in 0..10 {
+        school.dig(STAFF, &["www.school.test", "A"]).await;
+        school.dig(PUPIL, &["www.school.test", "A"]).await;
+    }
+    school.dig(STAFF, &["other.school.test", "A"]).await;
+    for _ in 0..3 {
+        school.dig(STAFF, &["x.malware.test", "A"]).await;
+    }
+    let skipped = school.filter.stats().events_repeats_skipped;
+    let staff = school.events_of(STAFF).await;
+    let count =
+        |events: &[AccessEvent], host: &str| events.iter().filter(|e| e.host == host).count();
+    // One UDP loop per core and the runtime's workers each remember on their
+    // own, so a repeat may be logged once per thread (2 cores here).
+    let school_test = count(&staff, "www.school.test");
+    assert!((1..=4).contains(&school_test), "{staff:#?}");
+    assert_eq!(count(&staff, "other.school.test"), 1);
+    assert_eq!(
+        count(&staff, "x.malware.test"),
+        3,
+        "blocked queries are never skipped"
+    );
+    let pupil = school.events_of(PUPIL).await;
+    let pupil_school_test = count(&pupil, "www.school.test");
+    assert!((1..=4).contains(&pupil_school_test), "{pupil:#?}");
+    assert_eq!(
+        (school_test + pupil_school_test) as u64 + skipped,
+        20,
+        "every allowed query is logged or counted as a repeat"
+    );
 }

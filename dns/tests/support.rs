@@ -274,6 +274,8 @@ pub struct Setup {
     pub block_answer: &'static str,
     pub rate_limit_qps: u32,
     pub allowed_sample: u32,
+    /// 0 here (every repeat logged), unlike the product's default of 60.
+    pub allowed_repeat_secs: u32,
     pub upstream_timeout_ms: u64,
     /// Extra upstreams tried first (e.g. a dead one, for failover).
     pub upstreams_before: Vec<SocketAddr>,
@@ -285,6 +287,7 @@ impl Default for Setup {
             block_answer: "block-page",
             rate_limit_qps: 1000,
             allowed_sample: 1,
+            allowed_repeat_secs: 0,
             upstream_timeout_ms: 600,
             upstreams_before: Vec::new(),
         }
@@ -346,6 +349,7 @@ block_page_ipv6 = "{BLOCK_V6}"
 block_ttl = 60
 rate_limit_qps = {rate}
 allowed_sample = {sample}
+allowed_repeat_secs = {repeat}
 upstream_timeout_ms = {timeout}
 serve_stale_secs = 300
 
@@ -362,6 +366,7 @@ pseudonymise_guests = false
         block = s.block_answer,
         rate = s.rate_limit_qps,
         sample = s.allowed_sample,
+        repeat = s.allowed_repeat_secs,
         timeout = s.upstream_timeout_ms,
     )
 }

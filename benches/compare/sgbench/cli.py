@@ -157,6 +157,8 @@ def prepare(a, binary):
     shared = peers.shared_list_toml(ctx.shared_path)
     ctx.sg_dns_conf = peers.schoolgate_config(a.work, "sg-dns", lists=shared, dns=True)
     ctx.sg_proxy_conf = peers.schoolgate_config(a.work, "sg-proxy", lists=shared, proxy=True)
+    ctx.sg_log_every = peers.schoolgate_config(a.work, "sg-log-every", lists=shared, dns=True,
+                                               allowed_repeat_secs=0)
     ctx.sg_log_on = peers.schoolgate_config(a.work, "sg-log-on", lists=shared, dns=True)
     ctx.sg_log_off = peers.schoolgate_config(a.work, "sg-log-off", lists=shared, dns=True,
                                              allowed_sample=2**32 - 1)

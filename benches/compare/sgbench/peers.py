@@ -166,7 +166,7 @@ http {{
 # schoolgate.
 
 def schoolgate_config(work, name, *, lists, dns=False, proxy=False, allowed_sample=1,
-                      keywords=True, curated=True):
+                      allowed_repeat_secs=60, keywords=True, curated=True):
     """A schoolgate config: role `pupil` for 127.0.0.1 blocking the pupil
     categories; `lists` is TOML text of [[lists]] entries."""
     d = _dir(work, name)
@@ -194,6 +194,7 @@ upstreams = ["127.0.0.1:{PORTS['nsd']}"]
 rate_limit_qps = 0
 cache_entries = 200000
 allowed_sample = {allowed_sample}
+allowed_repeat_secs = {allowed_repeat_secs}
 
 [proxy]
 connect_ports = [443, {PORTS['nginx_tls']}]

@@ -43,7 +43,9 @@ pub enum BlockAnswer {
 /// `block-page` at `block_page_ipv4 = 127.0.0.1` and no IPv6 block page, block TTL
 /// 60 s (short, so an unblock takes effect quickly), 100 000 cached answers,
 /// serve-stale for 300 s, 200 queries/s per client (a busy laptop makes 20),
-/// upstream timeout 1500 ms, log every allowed query (`allowed_sample = 1`).
+/// upstream timeout 1500 ms, log every allowed query (`allowed_sample = 1`) but
+/// the same allowed name for the same device at most once a minute
+/// (`allowed_repeat_secs = 60`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
@@ -59,6 +61,11 @@ pub struct DnsConfig {
     /// Log one in N allowed, unflagged queries (1 = all). Blocked and flagged
     /// queries are always logged.
     pub allowed_sample: u32,
+    /// An allowed, unflagged name a device asked for again within this many
+    /// seconds is not logged again (0 = log every repeat). Devices re-ask for the
+    /// same names every few seconds; a timeline needs each visit once, not the
+    /// repeats. Blocked and flagged queries are always logged.
+    pub allowed_repeat_secs: u32,
 }
 
 impl Default for DnsConfig {
@@ -74,6 +81,7 @@ impl Default for DnsConfig {
             rate_limit_qps: 200,
             upstream_timeout_ms: 1_500,
             allowed_sample: 1,
+            allowed_repeat_secs: 60,
         }
     }
 }
