@@ -15,7 +15,7 @@ use crate::config::{Config, Days, Restriction, RoleConfig, TimeRange};
 use crate::domain::{EntryIndex, HostSuffixes, normalize_host, split_entry};
 use crate::keywords::{KeywordMatches, KeywordRules};
 use crate::request::Request;
-use crate::search::{decode_path, safesearch_rewrite, search_terms};
+use crate::search::{decode_path, engine_of, safesearch_rewrite_of, search_terms_of};
 use crate::verdict::{Action, Rule, Verdict};
 
 /// A role's index in the compiled policy.
@@ -579,8 +579,10 @@ impl Policy {
             self.keywords
                 .scan_url(host, &decode_path(path.unwrap_or("")))
         };
-        let terms = match (path, req.query) {
-            (Some(p), Some(q)) => search_terms(host, p, q),
+        // Which search engine (usually none): asked once, for terms and SafeSearch.
+        let engine = engine_of(host);
+        let terms = match (engine, path, req.query) {
+            (Some(e), Some(p), Some(q)) => search_terms_of(e, p, q),
             _ => None,
         };
         let search_kw = match &terms {
@@ -639,7 +641,7 @@ impl Policy {
             rule,
             category,
             role: role.name.clone(),
-            rewrite: safesearch_rewrite(host, role.safesearch, role.youtube),
+            rewrite: engine.and_then(|e| safesearch_rewrite_of(e, role.safesearch, role.youtube)),
             search_terms: terms.clone(),
         };
 

@@ -71,7 +71,11 @@ pub fn engine_of(host: &str) -> Option<Engine> {
 /// The search terms in a URL's query, decoded (`+` and `%xx`), if the host is a
 /// search engine and the path is its search page.
 pub fn search_terms(host: &str, path: &str, query: &str) -> Option<String> {
-    let engine = engine_of(host)?;
+    search_terms_of(engine_of(host)?, path, query)
+}
+
+/// [`search_terms`] for a host whose engine is already known.
+pub fn search_terms_of(engine: Engine, path: &str, query: &str) -> Option<String> {
     let param = match engine {
         Engine::Google
             if path.starts_with("/search") || path == "/" || path.starts_with("/complete") =>
@@ -105,7 +109,15 @@ pub fn safesearch_rewrite(
     safesearch: Restriction,
     youtube: Restriction,
 ) -> Option<Rewrite> {
-    let engine = engine_of(host)?;
+    safesearch_rewrite_of(engine_of(host)?, safesearch, youtube)
+}
+
+/// [`safesearch_rewrite`] for a host whose engine is already known.
+pub fn safesearch_rewrite_of(
+    engine: Engine,
+    safesearch: Restriction,
+    youtube: Restriction,
+) -> Option<Rewrite> {
     let level = if engine == Engine::YouTube {
         youtube
     } else {
