@@ -15,7 +15,7 @@ use crate::config::{Config, Days, Restriction, RoleConfig, TimeRange};
 use crate::domain::{EntryIndex, HostSuffixes, normalize_host, split_entry};
 use crate::keywords::{KeywordMatches, KeywordRules};
 use crate::request::Request;
-use crate::search::{decode_path, engine_of, safesearch_rewrite_of, search_terms_of};
+use crate::search::{decode_path, engine_of, safesearch_rewrite, search_terms};
 use crate::verdict::{Action, Rule, Verdict};
 
 /// A role's index in the compiled policy.
@@ -582,7 +582,7 @@ impl Policy {
         // Which search engine (usually none): asked once, for terms and SafeSearch.
         let engine = engine_of(host);
         let terms = match (engine, path, req.query) {
-            (Some(e), Some(p), Some(q)) => search_terms_of(e, p, q),
+            (Some(e), Some(p), Some(q)) => search_terms(e, p, q),
             _ => None,
         };
         let search_kw = match &terms {
@@ -641,7 +641,7 @@ impl Policy {
             rule,
             category,
             role: role.name.clone(),
-            rewrite: engine.and_then(|e| safesearch_rewrite_of(e, role.safesearch, role.youtube)),
+            rewrite: engine.and_then(|e| safesearch_rewrite(e, role.safesearch, role.youtube)),
             search_terms: terms.clone(),
         };
 

@@ -68,14 +68,9 @@ pub fn engine_of(host: &str) -> Option<Engine> {
     })
 }
 
-/// The search terms in a URL's query, decoded (`+` and `%xx`), if the host is a
-/// search engine and the path is its search page.
-pub fn search_terms(host: &str, path: &str, query: &str) -> Option<String> {
-    search_terms_of(engine_of(host)?, path, query)
-}
-
-/// [`search_terms`] for a host whose engine is already known.
-pub fn search_terms_of(engine: Engine, path: &str, query: &str) -> Option<String> {
+/// The search terms in a URL's query, decoded (`+` and `%xx`), if `path` is the
+/// search page of `engine` (from [`engine_of`]).
+pub fn search_terms(engine: Engine, path: &str, query: &str) -> Option<String> {
     let param = match engine {
         Engine::Google
             if path.starts_with("/search") || path == "/" || path.starts_with("/complete") =>
@@ -102,18 +97,9 @@ pub fn search_terms_of(engine: Engine, path: &str, query: &str) -> Option<String
         .filter(|v| !v.is_empty())
 }
 
-/// The rewrite that enforces SafeSearch / YouTube restriction for `host`, given the
-/// role's levels; `None` if the host is not a search host or the level is off.
+/// The rewrite that enforces SafeSearch / YouTube restriction on `engine`'s hosts,
+/// given the role's levels; `None` if the level is off.
 pub fn safesearch_rewrite(
-    host: &str,
-    safesearch: Restriction,
-    youtube: Restriction,
-) -> Option<Rewrite> {
-    safesearch_rewrite_of(engine_of(host)?, safesearch, youtube)
-}
-
-/// [`safesearch_rewrite`] for a host whose engine is already known.
-pub fn safesearch_rewrite_of(
     engine: Engine,
     safesearch: Restriction,
     youtube: Restriction,
@@ -170,6 +156,19 @@ pub fn decode_path(path: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As `decide()` asks: the host's engine first.
+    fn search_terms(host: &str, path: &str, query: &str) -> Option<String> {
+        super::search_terms(engine_of(host)?, path, query)
+    }
+
+    fn safesearch_rewrite(
+        host: &str,
+        safesearch: Restriction,
+        youtube: Restriction,
+    ) -> Option<Rewrite> {
+        super::safesearch_rewrite(engine_of(host)?, safesearch, youtube)
+    }
 
     #[test]
     fn extracts_terms_from_major_engines() {

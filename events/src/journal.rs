@@ -253,33 +253,20 @@ impl Journal {
     /// Writes one event; when this returns `Ok`, the event survives the process
     /// dying until its slot is marked done.
     pub fn append(&self, event: &AccessEvent) -> Result<Slot, JournalError> {
-        ENCODE.with(|cell| {
-            // A re-entrant call (impossible today: `append` calls nothing that
-            // sends) gets a buffer of its own rather than a panic.
-            let mut own = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let buf = match borrowed.as_deref_mut() {
-                Ok(buf) => buf,
-                Err(_) => &mut own,
-            };
-            buf.clear();
-            buf.extend_from_slice(&[0; HEADER]);
-            let mut buf =
-                postcard::to_extend(event, std::mem::take(buf)).map_err(JournalError::Encode)?;
-            let len = buf.len() - HEADER;
-            let crc = crc32fast::hash(&buf[HEADER..]);
-            buf[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-            buf[8..12].copy_from_slice(&crc.to_le_bytes());
-            buf[12..16].copy_from_slice(&FORMAT_POSTCARD.to_le_bytes());
-            buf.resize(buf.len().next_multiple_of(8), 0);
-            let written = self.write(&buf);
-            // Hand the buffer back for the next event.
-            match borrowed.as_deref_mut() {
-                Ok(cell) => *cell = buf,
-                Err(_) => drop(buf),
-            }
-            written
-        })
+        // This thread's buffer, taken out and put back: `append` never nests.
+        let mut buf = ENCODE.take();
+        buf.clear();
+        buf.extend_from_slice(&[0; HEADER]);
+        let mut buf = postcard::to_extend(event, buf).map_err(JournalError::Encode)?;
+        let len = buf.len() - HEADER;
+        let crc = crc32fast::hash(&buf[HEADER..]);
+        buf[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+        buf[8..12].copy_from_slice(&crc.to_le_bytes());
+        buf[12..16].copy_from_slice(&FORMAT_POSTCARD.to_le_bytes());
+        buf.resize(buf.len().next_multiple_of(8), 0);
+        let written = self.write(&buf);
+        ENCODE.set(buf);
+        written
     }
 
     /// Places an encoded record (state still 0) and publishes it.
@@ -318,7 +305,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Segment files on disk now (for tests and the health page).
+    /// Segment files on disk now.
     pub fn segments(&self) -> usize {
         fs::read_dir(&self.dir)
             .map(|d| {
