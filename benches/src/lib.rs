@@ -140,7 +140,7 @@ pub fn synthetic_name(i: usize) -> String {
     let a = WORDS[i % WORDS.len()];
     let b = WORDS[(i / WORDS.len()) % WORDS.len()];
     let tld = TLDS[(i / 7) % TLDS.len()];
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         format!("cdn{}.{a}{b}{i:x}.{tld}", i % 13)
     } else {
         format!("{a}-{b}{i:x}.{tld}")

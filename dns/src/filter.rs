@@ -78,6 +78,8 @@ pub struct DnsFilter {
     clients: ClientTable,
     recorder: Recorder,
     counters: Arc<Counters>,
+    /// `dns.udp_batch_above_qps`, read once like the rest of `[dns]`.
+    udp_batch_above_qps: u32,
     /// Stops the upstream receiver tasks when the filter goes away.
     shutdown: CancellationToken,
 }
@@ -119,6 +121,7 @@ impl DnsFilter {
                 Arc::clone(&counters),
             ),
             counters,
+            udp_batch_above_qps: dns.udp_batch_above_qps,
             shutdown,
             policy: Arc::clone(&policy),
         };
@@ -133,6 +136,10 @@ impl DnsFilter {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    pub(crate) fn udp_batch_above_qps(&self) -> u32 {
+        self.udp_batch_above_qps
     }
 
     /// Makes this thread hold the events it records until

@@ -60,8 +60,8 @@ pub struct LoopContext {
 /// Batching pays only when datagrams queue up: `sendmmsg` and `recvmmsg` copy a
 /// header and an iovec per message, which costs more than the system call they
 /// save when a batch holds one datagram. So the loop starts with one datagram
-/// per call, switches to batches when it sees more than [`BUSY_PPS`] datagrams
-/// a second, and back when its batches average under [`QUIET_BATCH`].
+/// per call, switches to batches when it sees more than `dns.udp_batch_above_qps`
+/// datagrams a second, and back when its batches average under [`QUIET_BATCH`].
 pub fn run_loop(socket: UdpSocket, cx: LoopContext) {
     if let Err(e) = socket
         .set_nonblocking(false)
@@ -85,8 +85,6 @@ pub fn run_loop(socket: UdpSocket, cx: LoopContext) {
     cx.filter.flush_events(Instant::now(), true);
 }
 
-/// Datagrams a second (per loop) above which the loop batches.
-pub const BUSY_PPS: u64 = 20_000;
 /// Average batch under which a batching loop goes back to single datagrams.
 pub const QUIET_BATCH: f64 = 1.5;
 /// Datagrams (single mode) or batches (batch mode) between two looks at the rate.
@@ -147,7 +145,7 @@ impl Loop {
             seen += 1;
             if seen == CHECK_EVERY {
                 let secs = received.saturating_duration_since(since).as_secs_f64();
-                return f64::from(seen) > BUSY_PPS as f64 * secs;
+                return f64::from(seen) > f64::from(cx.filter.udp_batch_above_qps()) * secs;
             }
         }
         false

@@ -276,6 +276,7 @@ pub struct Setup {
     pub allowed_sample: u32,
     /// 0 here (every repeat logged), unlike the product's default of 60.
     pub allowed_repeat_secs: u32,
+    pub udp_batch_above_qps: u32,
     pub upstream_timeout_ms: u64,
     /// Extra upstreams tried first (e.g. a dead one, for failover).
     pub upstreams_before: Vec<SocketAddr>,
@@ -288,6 +289,7 @@ impl Default for Setup {
             rate_limit_qps: 1000,
             allowed_sample: 1,
             allowed_repeat_secs: 0,
+            udp_batch_above_qps: 20_000,
             upstream_timeout_ms: 600,
             upstreams_before: Vec::new(),
         }
@@ -350,6 +352,7 @@ block_ttl = 60
 rate_limit_qps = {rate}
 allowed_sample = {sample}
 allowed_repeat_secs = {repeat}
+udp_batch_above_qps = {batch_qps}
 upstream_timeout_ms = {timeout}
 serve_stale_secs = 300
 
@@ -367,6 +370,7 @@ pseudonymise_guests = false
         rate = s.rate_limit_qps,
         sample = s.allowed_sample,
         repeat = s.allowed_repeat_secs,
+        batch_qps = s.udp_batch_above_qps,
         timeout = s.upstream_timeout_ms,
     )
 }

@@ -148,17 +148,19 @@ def _row(workload, system, unit, ops, win, client_cpu, *, p50=None, p99=None, no
 
 def run_classifier(ctx):
     rows = []
-    urls, sg_in, n = ctx.classifier_urls, ctx.squidguard_input, ctx.classifier_lines
+    urls, sg_in = ctx.classifier_urls, ctx.squidguard_input
     empty = os.path.join(ctx.work, "empty.txt")
     open(empty, "w").close()
     systems = [
         ("schoolgate", [ctx.binary, "check", "--config", ctx.sg_check_plain, "--role", "pupil",
-                        "--stdin"], urls, _count_schoolgate),
+                        "--stdin"], urls, ctx.classifier_lines, _count_schoolgate),
         ("schoolgate +keywords +curated", [ctx.binary, "check", "--config", ctx.sg_check_full,
-                                           "--role", "pupil", "--stdin"], urls, _count_schoolgate),
-        ("squidGuard 1.6", ["squidGuard", "-c", ctx.squidguard_conf], sg_in, _count_squidguard),
+                                           "--role", "pupil", "--stdin"], urls,
+         ctx.classifier_lines, _count_schoolgate),
+        ("squidGuard 1.6", ["squidGuard", "-c", ctx.squidguard_conf], sg_in,
+         ctx.squidguard_lines, _count_squidguard),
     ]
-    for system, argv, infile, count in systems:
+    for system, argv, infile, n, count in systems:
         out = os.path.join(ctx.work, "classifier-out.txt")
         st, cpu0, _, t_empty, err = loadgen(argv, stdin=empty, stdout=out, timeout=300)
         if st != 0:
