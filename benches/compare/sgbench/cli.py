@@ -224,7 +224,7 @@ def run(a, ctx):
     return rows
 
 
-def section(a, ctx, aggs, started, load_start, load_end, argv):
+def section(a, ctx, aggs, started, load_start, load_end, argv, timing):
     v = ctx.versions
     dirty = git("status", "--porcelain", "--untracked-files=no")
     meta = ctx.list_meta
@@ -252,6 +252,7 @@ def section(a, ctx, aggs, started, load_start, load_end, argv):
         f"- repetitions: {a.reps}{' (figures are medians)' if a.reps > 1 else ''}; DNS runs {a.dns_seconds} s, HTTP runs "
         f"{a.http_seconds} s each, wrk 1 thread × {ctx.wrk_connections} connections, dnsperf "
         f"4 clients × 200 outstanding",
+        f"- duration: {timing[0]:.0f} s, of which {timing[1]:.0f} s installing and building",
         f"- load average (1/5/15 min) at start {load_start[0]:.2f}/{load_start[1]:.2f}/{load_start[2]:.2f}, "
         f"at end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f}. Servers, load generators "
         f"and other people's builds share the same cores: see `other CPU` per row before "
@@ -298,6 +299,7 @@ def main(argv=None):
     try:
         install(a.no_install)
         binary = build(a.no_build)
+        t_built = time.monotonic()
         busy = [n for n, p in peers.PORTS.items() if not servers.port_free(p)]
         if busy:
             raise SetupError("ports in use on 127.0.0.1: " + ", ".join(
@@ -328,7 +330,8 @@ def main(argv=None):
     if code:
         return code
     aggs = report.aggregate(rows)
-    text = section(a, ctx, aggs, started, load_start, load_end, argv)
+    timing = (time.monotonic() - t0, t_built - t0)
+    text = section(a, ctx, aggs, started, load_start, load_end, argv, timing)
     print(text)
     with open(os.path.join(a.work, f"results-{started:%Y%m%dT%H%M%S}.json"), "w") as f:
         json.dump({"args": vars(a), "rows": rows}, f, indent=1, default=str)

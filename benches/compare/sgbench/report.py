@@ -18,8 +18,10 @@ def aggregate(rows):
         for m in METRICS:
             vals = [r[m] for r in rs if r[m] is not None]
             agg[m] = statistics.median(vals) if vals else None
-        notes = [r["note"] for r in rs if r["note"]]
-        agg["note"] = notes[0] if len(set(notes)) == 1 else "; ".join(dict.fromkeys(notes))
+        # The note (start-up time, loss, events stored) of the repetition with the
+        # median throughput; every repetition's is in the raw table.
+        by_rate = sorted(rs, key=lambda r: r["rate"])
+        agg["note"] = by_rate[(len(by_rate) - 1) // 2]["note"] or ""
         out.append(agg)
     # The reference in each workload: the first schoolgate row.
     ref = {}
@@ -70,8 +72,8 @@ def table(aggs):
 
 def raw_table(aggs):
     lines = [
-        "| workload | system | rep | ops | seconds | throughput | server CPU/op | client CPU/op | peak RSS | load1 | other CPU |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| workload | system | rep | ops | seconds | throughput | server CPU/op | client CPU/op | peak RSS | load1 | other CPU | notes |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for a in aggs:
         for i, r in enumerate(a["reps"], 1):
@@ -79,5 +81,5 @@ def raw_table(aggs):
                 f"| {r['workload']} | {r['system']} | {i} | {r['ops']:,.0f} | {r['elapsed']:.2f} | "
                 f"{rate_text(r['rate'], r['unit'])} | {cpu_text(r['cpu_us'], r['unit'])} | "
                 f"{cpu_text(r['client_cpu_us'], r['unit'])} | {r['rss_mib']:,.0f} MiB | "
-                f"{r['load1']:.2f} | {r['other_cores']:.2f} |")
+                f"{r['load1']:.2f} | {r['other_cores']:.2f} | {r['note'] or ''} |")
     return "\n".join(lines)
