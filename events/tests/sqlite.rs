@@ -65,6 +65,60 @@ async fn purge_deletes_each_class_after_its_own_days() {
         .expect("counts");
     let got: Vec<(String, u64)> = by_action.into_iter().map(|c| (c.key, c.events)).collect();
     assert_eq!(got, vec![("block".to_owned(), 1), ("flag".to_owned(), 2)]);
+    // Who was seen goes with the events: 9 (class, hour) pairs before, the
+    // blocked event's and the two flagged events' hours after.
+    let conn = rusqlite::Connection::open(dir.path().join("e.sqlite")).expect("open");
+    let seen: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT class, hour FROM rollup_seen)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("seen");
+    assert_eq!(seen, 3);
+}
+
+/// A database written before `rollup_seen` existed: opening it fills the table
+/// from the events, so distinct users, devices and bypass attempts stay right.
+#[tokio::test]
+async fn an_older_database_gets_its_seen_rollup_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("e.sqlite");
+    let store = SqliteStore::open(&path, Retention::default()).expect("open");
+    let all = events::events(0..3_000, 45_000);
+    for chunk in all.chunks(500) {
+        store
+            .insert(&Batch::new(chunk.to_vec()))
+            .await
+            .expect("insert");
+    }
+    let periods = [
+        Period::new(ts(BASE_MS - 1), ts(BASE_MS + 3_000 * 45_000 + 1)),
+        Period::new(ts(BASE_MS + 5_400_000 + 17), ts(BASE_MS + 30 * 3_600_000 + 5)),
+    ];
+    let mut before = Vec::new();
+    for p in &periods {
+        before.push((
+            store.totals(p, None).await.expect("totals"),
+            store.bypass_attempts(p, None).await.expect("bypass"),
+        ));
+    }
+    assert!(before[0].0.distinct_users > 1 && before[0].0.distinct_clients > 1);
+    assert!(!before[0].1.is_empty(), "the events include bypass attempts");
+    drop(store);
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .execute_batch("DROP TABLE rollup_seen")
+        .expect("drop");
+
+    let store = SqliteStore::open(&path, Retention::default()).expect("reopen");
+    for (p, want) in periods.iter().zip(&before) {
+        let got = (
+            store.totals(p, None).await.expect("totals"),
+            store.bypass_attempts(p, None).await.expect("bypass"),
+        );
+        assert_eq!(&got, want, "{p:?}");
+    }
 }
 
 /// Readers on their own connections while the writer inserts.

@@ -11,12 +11,17 @@
 //!   thousand rollup rows instead of tens of millions of events. Only rows that
 //!   were really inserted are counted (`INSERT OR IGNORE` on the event id), so a
 //!   replayed batch neither duplicates events nor inflates the rollups.
+//! - `rollup_seen` keeps, per hour x school x retention class, who was seen (each
+//!   user and each client address once) and which bypass categories each tried
+//!   to reach, so a week's distinct users, devices and bypass attempts (the
+//!   weekly summary) read some thousand rows, not a week of events. A database
+//!   made before the table existed is backfilled from its events on open.
 //! - Retention: [`SqliteStore::purge`] deletes each class of event past its days
 //!   (rounded down to the hour), with its rollup rows, so counts over a purged
 //!   period agree with the raw events (and with the ClickHouse store). Deletes run
 //!   in small transactions so the writer is never held for long.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
@@ -101,7 +106,20 @@ CREATE TABLE IF NOT EXISTS rollup_hourly (
     flagged  INTEGER NOT NULL,
     PRIMARY KEY (hour, school, role, action, class, category)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_seen (
+    hour    INTEGER NOT NULL, -- unix ms / 3 600 000
+    school  TEXT NOT NULL,
+    class   INTEGER NOT NULL, -- retention class: purged with the events
+    kind    INTEGER NOT NULL, -- 0: a user name, 1: a client address
+    who     TEXT NOT NULL,
+    bypass  INTEGER NOT NULL, -- bypass category bits of its blocked or flagged events
+    PRIMARY KEY (hour, school, class, kind, who)
+) WITHOUT ROWID;
 ";
+
+/// `rollup_seen.kind`.
+const SEEN_USER: i64 = 0;
+const SEEN_CLIENT: i64 = 1;
 
 const COLUMNS: &str = "id, time_ms, source, school, node, client_ip, user, device, role, method, \
      host, path, search_terms, action, categories, severity, rule, reason, status, bytes_up, \
@@ -151,7 +169,12 @@ impl SqliteStore {
         // 10 000-event batch; the cache grows only as far as it is used.
         conn.pragma_update(None, "cache_size", -8_192)
             .map_err(classify)?;
+        let had_events = table_exists(&conn, "events")?;
+        let had_seen = table_exists(&conn, "rollup_seen")?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
+        if had_events && !had_seen {
+            backfill_seen(&conn)?;
+        }
         Ok(SqliteStore {
             path,
             retention,
@@ -238,9 +261,8 @@ impl SqliteStore {
         if to <= from {
             return Ok(Vec::new());
         }
-        let first_hour = from.div_euclid(HOUR_MS) + i64::from(from.rem_euclid(HOUR_MS) != 0);
-        let end_hour = to.div_euclid(HOUR_MS);
-        let raw_ranges = if first_hour < end_hour {
+        let ((first_hour, end_hour), raw_ranges) = split_hours(period);
+        if first_hour < end_hour {
             let (key_sql, filter) = match group_by {
                 GroupBy::Category => ("CAST(category AS TEXT)", "category >= 0"),
                 GroupBy::Action => ("CAST(action AS TEXT)", "category = -1"),
@@ -284,10 +306,7 @@ impl SqliteStore {
                 };
                 add(key, as_u64(events), as_u64(blocked), as_u64(flagged));
             }
-            vec![(from, first_hour * HOUR_MS), (end_hour * HOUR_MS, to)]
-        } else {
-            vec![(from, to)]
-        };
+        }
         let sql = format!(
             "SELECT school, role, action, categories, time_ms / {DAY_MS}, COUNT(*), \
              SUM(CASE WHEN {FLAGGED} THEN 1 ELSE 0 END) FROM events \
@@ -486,34 +505,48 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<BypassAttempts>, StoreError> {
         let (period, school) = (*period, school.map(str::to_owned));
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT COUNT(*), COUNT(DISTINCT user), COUNT(DISTINCT client_ip) FROM events \
-                     WHERE time_ms >= ?1 AND time_ms < ?2 AND action IN (1, 3) \
-                     AND (categories & ?3) != 0 AND (?4 IS NULL OR school = ?4)",
-                )
-                .map_err(classify)?;
+            let school = school.as_deref();
+            let (hours, edges) = split_hours(period);
             let mut out = Vec::new();
             for category in CategorySet::from_bits(bypass_mask()).iter() {
                 let bits = CategorySet::of(category).bits() as i64;
-                let (attempts, users, clients) = stmt
-                    .query_row(
-                        params![period.start_ms(), period.end_ms(), bits, school],
-                        |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, i64>(1)?,
-                                r.get::<_, i64>(2)?,
-                            ))
-                        },
+                let mut attempts: i64 = conn
+                    .prepare_cached(
+                        "SELECT COALESCE(SUM(events), 0) FROM rollup_hourly \
+                         WHERE hour >= ?1 AND hour < ?2 AND category = ?3 AND action IN (1, 3) \
+                         AND (?4 IS NULL OR school = ?4)",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(
+                            params![hours.0, hours.1, i64::from(category.id()), school],
+                            |r| r.get(0),
+                        )
+                    })
+                    .map_err(classify)?;
+                let mut raw = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM events WHERE time_ms >= ?1 AND time_ms < ?2 \
+                         AND action IN (1, 3) AND (categories & ?3) != 0 \
+                         AND (?4 IS NULL OR school = ?4)",
                     )
                     .map_err(classify)?;
+                for (lo, hi) in edges {
+                    attempts += raw
+                        .query_row(params![lo, hi, bits, school], |r| r.get::<_, i64>(0))
+                        .map_err(classify)?;
+                }
                 if attempts > 0 {
                     out.push(BypassAttempts {
                         category,
                         attempts: as_u64(attempts),
-                        distinct_users: as_u64(users),
-                        distinct_clients: as_u64(clients),
+                        distinct_users: distinct_seen(conn, period, school, SEEN_USER, Some(bits))?,
+                        distinct_clients: distinct_seen(
+                            conn,
+                            period,
+                            school,
+                            SEEN_CLIENT,
+                            Some(bits),
+                        )?,
                     });
                 }
             }
@@ -568,19 +601,9 @@ impl EventStore for SqliteStore {
                 totals.blocked += c.blocked;
                 totals.flagged += c.flagged;
             }
-            let (users, clients) = conn
-                .prepare_cached(
-                    "SELECT COUNT(DISTINCT user), COUNT(DISTINCT client_ip) FROM events \
-                     WHERE time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR school = ?3)",
-                )
-                .and_then(|mut s| {
-                    s.query_row(params![period.start_ms(), period.end_ms(), school], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                    })
-                })
-                .map_err(classify)?;
-            totals.distinct_users = as_u64(users);
-            totals.distinct_clients = as_u64(clients);
+            let school = school.as_deref();
+            totals.distinct_users = distinct_seen(conn, period, school, SEEN_USER, None)?;
+            totals.distinct_clients = distinct_seen(conn, period, school, SEEN_CLIENT, None)?;
             Ok(totals)
         })
         .await
@@ -609,11 +632,13 @@ impl EventStore for SqliteStore {
                         break;
                     }
                 }
-                conn.execute(
-                    "DELETE FROM rollup_hourly WHERE hour < ?1 AND class = ?2",
-                    params![cutoff_hour, class.id()],
-                )
-                .map_err(classify)?;
+                for table in ["rollup_hourly", "rollup_seen"] {
+                    conn.execute(
+                        &format!("DELETE FROM {table} WHERE hour < ?1 AND class = ?2"),
+                        params![cutoff_hour, class.id()],
+                    )
+                    .map_err(classify)?;
+                }
             }
             Ok(report)
         })
@@ -621,11 +646,114 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// Whom a `rollup_seen` row counts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Who<'e> {
+    User(&'e str),
+    Client(IpAddr),
+}
+
+/// A period as whole hours (read from the rollups) and the partial hours at
+/// either end (read from the events); an empty hour range when the period
+/// covers no whole hour.
+fn split_hours(period: Period) -> ((i64, i64), [(i64, i64); 2]) {
+    let (from, to) = (period.start_ms(), period.end_ms());
+    let first_hour = from.div_euclid(HOUR_MS) + i64::from(from.rem_euclid(HOUR_MS) != 0);
+    let end_hour = to.div_euclid(HOUR_MS);
+    if first_hour < end_hour {
+        (
+            (first_hour, end_hour),
+            [(from, first_hour * HOUR_MS), (end_hour * HOUR_MS, to)],
+        )
+    } else {
+        ((0, 0), [(from, to), (0, 0)])
+    }
+}
+
+/// Distinct users (`SEEN_USER`) or client addresses (`SEEN_CLIENT`) of a
+/// period, optionally only those with a blocked or flagged event of the
+/// bypass categories in `bypass_bits`: `rollup_seen` for the whole hours, the
+/// events for the partial ones.
+fn distinct_seen(
+    conn: &Connection,
+    period: Period,
+    school: Option<&str>,
+    kind: i64,
+    bypass_bits: Option<i64>,
+) -> Result<u64, StoreError> {
+    let column = if kind == SEEN_USER { "user" } else { "client_ip" };
+    let raw = |n: u8| {
+        format!(
+            "SELECT {column} FROM events WHERE time_ms >= ?{a} AND time_ms < ?{b} \
+             AND {column} IS NOT NULL AND (?3 IS NULL OR school = ?3) \
+             AND (?4 IS NULL OR (action IN (1, 3) AND (categories & ?4) != 0))",
+            a = n,
+            b = n + 1
+        )
+    };
+    let sql = format!(
+        "SELECT COUNT(DISTINCT who) FROM (\
+         SELECT who FROM rollup_seen WHERE hour >= ?1 AND hour < ?2 AND kind = ?5 \
+         AND (?3 IS NULL OR school = ?3) AND (?4 IS NULL OR (bypass & ?4) != 0) \
+         UNION ALL {} UNION ALL {})",
+        raw(6),
+        raw(8)
+    );
+    let ((h0, h1), [(a0, a1), (b0, b1)]) = split_hours(period);
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row(
+                params![h0, h1, school, bypass_bits, kind, a0, a1, b0, b1],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(as_u64)
+        .map_err(classify)
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        params![name],
+        |r| r.get(0),
+    )
+    .map_err(classify)
+}
+
+/// Fills `rollup_seen` from the events of a database made before it existed.
+/// SQLite has no bitwise-OR aggregate: each bypass bit is its own MAX, and the
+/// distinct bits add up to their OR.
+fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
+    let tried = CategorySet::from_bits(bypass_mask())
+        .iter()
+        .map(|c| {
+            let bit = CategorySet::of(c).bits() as i64;
+            format!("MAX(CASE WHEN action IN (1, 3) AND (categories & {bit}) != 0 THEN {bit} ELSE 0 END)")
+        })
+        .collect::<Vec<_>>()
+        .join(" + ");
+    for (kind, column) in [(SEEN_USER, "user"), (SEEN_CLIENT, "client_ip")] {
+        conn.execute(
+            &format!(
+                "INSERT OR IGNORE INTO rollup_seen (hour, school, class, kind, who, bypass) \
+                 SELECT time_ms / {HOUR_MS}, school, class, {kind}, {column}, {tried} \
+                 FROM events WHERE {column} IS NOT NULL GROUP BY 1, 2, 3, 5"
+            ),
+            [],
+        )
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
 fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(classify)?;
     // (hour, school, role, action, class, category) -> (events, flagged)
     type Key = (i64, String, String, u8, u8, i64);
     let mut rollup: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
+    // (hour, school, class, kind, who) -> bypass bits
+    let mut seen: HashMap<(i64, &str, u8, i64, Who<'_>), i64> = HashMap::new();
+    let bypass = bypass_mask();
     {
         let mut stmt = tx
             .prepare_cached(
@@ -693,6 +821,20 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
             for c in e.categories.iter() {
                 bump(i64::from(c.id()));
             }
+            let tried = if matches!(e.action, Action::Flag | Action::Block) {
+                (e.categories.bits() & bypass) as i64
+            } else {
+                0
+            };
+            let school = e.school.as_str();
+            if let Some(user) = user {
+                *seen
+                    .entry((hour, school, class, SEEN_USER, Who::User(user)))
+                    .or_default() |= tried;
+            }
+            *seen
+                .entry((hour, school, class, SEEN_CLIENT, Who::Client(e.client_ip)))
+                .or_default() |= tried;
         }
         let mut up = tx
             .prepare_cached(
@@ -708,6 +850,22 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
                 hour, school, role, action, class, category, n, flagged
             ])
             .map_err(classify)?;
+        }
+        let mut saw = tx
+            .prepare_cached(
+                "INSERT INTO rollup_seen (hour, school, class, kind, who, bypass) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT(hour, school, class, kind, who) DO UPDATE SET \
+                 bypass = bypass | excluded.bypass",
+            )
+            .map_err(classify)?;
+        for ((hour, school, class, kind, who), tried) in seen {
+            let who = match who {
+                Who::User(u) => u.to_owned(),
+                Who::Client(ip) => ip.to_canonical().to_string(),
+            };
+            saw.execute(params![hour, school, class, kind, who, tried])
+                .map_err(classify)?;
         }
     }
     tx.commit().map_err(classify)
