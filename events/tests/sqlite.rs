@@ -94,7 +94,10 @@ async fn an_older_database_gets_its_seen_rollup_on_open() {
     }
     let periods = [
         Period::new(ts(BASE_MS - 1), ts(BASE_MS + 3_000 * 45_000 + 1)),
-        Period::new(ts(BASE_MS + 5_400_000 + 17), ts(BASE_MS + 30 * 3_600_000 + 5)),
+        Period::new(
+            ts(BASE_MS + 5_400_000 + 17),
+            ts(BASE_MS + 30 * 3_600_000 + 5),
+        ),
     ];
     let mut before = Vec::new();
     for p in &periods {
@@ -104,7 +107,10 @@ async fn an_older_database_gets_its_seen_rollup_on_open() {
         ));
     }
     assert!(before[0].0.distinct_users > 1 && before[0].0.distinct_clients > 1);
-    assert!(!before[0].1.is_empty(), "the events include bypass attempts");
+    assert!(
+        !before[0].1.is_empty(),
+        "the events include bypass attempts"
+    );
     drop(store);
     rusqlite::Connection::open(&path)
         .expect("open")

@@ -681,7 +681,11 @@ fn distinct_seen(
     kind: i64,
     bypass_bits: Option<i64>,
 ) -> Result<u64, StoreError> {
-    let column = if kind == SEEN_USER { "user" } else { "client_ip" };
+    let column = if kind == SEEN_USER {
+        "user"
+    } else {
+        "client_ip"
+    };
     let raw = |n: u8| {
         format!(
             "SELECT {column} FROM events WHERE time_ms >= ?{a} AND time_ms < ?{b} \
