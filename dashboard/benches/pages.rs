@@ -366,6 +366,9 @@ async fn run() {
                     .strftime("%Y-%m-%d")
                     .to_string(),
         ),
+        // A host no event has: the worst case, every event of the default
+        // seven days read once.
+        (&dsl, "/search?host=no-such-host.example".into()),
         (&dsl, "/incidents".into()),
         (&nm, "/policy".into()),
         (&nm, "/policy/test?url=https://www.bet365.com/".into()),

@@ -16,7 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use maud::{Markup, html};
 use rusqlite::{Connection, params};
 use schoolgate_classifier::{Action, Category, Severity};
-use schoolgate_events::{AccessEvent, FlaggedQuery, Period, Purpose, Subject};
+use schoolgate_events::{AccessEvent, EventSearch, FlaggedQuery, Period, Purpose, Subject};
 use serde::{Deserialize, Serialize};
 
 use crate::app::App;
@@ -34,6 +34,8 @@ const EPISODE_GAP: SignedDuration = SignedDuration::from_mins(30);
 pub const CONTEXT_MINUTES: i64 = 30;
 /// Flagged events read for the queue: bounded, most severe first.
 const QUEUE_LIMIT: usize = 5_000;
+/// Results of a search of everyone's browsing (newest first).
+const SEARCH_LIMIT: usize = 1_000;
 /// Rows shown on a timeline or in search results.
 const ROWS_SHOWN: usize = 3_000;
 
@@ -1037,9 +1039,11 @@ pub async fn search(app: &App, user: &CurrentUser, q: &SearchQuery) -> Result<Ve
                 .await?
         }
         None => {
-            let mut fq = FlaggedQuery::new(Period::new(from, to));
-            fq.limit = QUEUE_LIMIT;
-            app.store.flagged(&fq, &p).await?
+            let mut q = EventSearch::new(Period::new(from, to));
+            q.host = host.clone();
+            q.category = category;
+            q.limit = SEARCH_LIMIT;
+            app.store.search(&q, &p).await?
         }
     };
     events.retain(|e| {
@@ -1052,7 +1056,7 @@ pub async fn search(app: &App, user: &CurrentUser, q: &SearchQuery) -> Result<Ve
     let target = subject
         .as_ref()
         .map(|s| s.to_string())
-        .unwrap_or_else(|| "flagged access".into());
+        .unwrap_or_else(|| "everyone's browsing".into());
     let detail = format!(
         "host={} category={} {}..{} -> {} results",
         host.as_deref().unwrap_or("*"),
@@ -1126,10 +1130,13 @@ async fn search_page(
                 }
                 label for="reason" { "Why you are looking" }
                 input #reason type="text" name="reason" value=(q.reason());
-                div.actions { button.btn type="submit" { "Search" } span.muted.small { "Without a user or device, only flagged access is searched. Default: the last 7 days." } }
+                div.actions { button.btn type="submit" { "Search" } span.muted.small { "Without a user or device, everyone's browsing is searched, newest first (at most " (SEARCH_LIMIT) " results). Default: the last 7 days." } }
             }
             @if let Some(r) = &results {
-                p.muted { (r.len()) " results · " (people.len()) " people or devices" }
+                p.muted {
+                    (r.len()) " results · " (people.len()) " people or devices"
+                    @if r.len() == SEARCH_LIMIT { " · the newest " (SEARCH_LIMIT) " only: narrow the dates or the host" }
+                }
                 @if r.is_empty() { (ui::empty("Nothing matched.")) } @else {
                     div.table-wrap { table {
                         thead { tr { th { "When" } th { "Who" } th { "Verdict" } th { "Host" } th { "Categories" } th { "Severity" } } }

@@ -170,6 +170,25 @@ async fn timeline_and_search_find_one_persons_browsing() {
     assert_eq!(s.as_array().expect("list").len(), 1);
     let page = dsl.get("/search?host=selfharm").await;
     assert!(page.body.contains("2 results"), "{}", page.body);
+    // Everyone's browsing, not only what was flagged: an allowed site nobody
+    // flagged is found for both pupils, newest first.
+    let s = dsl.get("/api/search?host=wikipedia").await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    let s = s.json();
+    let users: std::collections::BTreeSet<&str> = s
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["user"].as_str().expect("user"))
+        .collect();
+    assert_eq!(users, ["k.singh", "p.brown"].into(), "{s}");
+    assert!(
+        s.as_array()
+            .expect("list")
+            .iter()
+            .all(|e| e["action"] == "allow"),
+        "{s}"
+    );
     let log = dsl.get("/api/audit").await.json();
     let e = log["entries"]
         .as_array()
@@ -209,12 +228,7 @@ async fn search_by_date_and_device_keeps_to_the_dates_given() {
             "/api/search?host=selfharm&from={before}&to={before}"
         ))
         .await;
-    assert_eq!(
-        count(s.json()),
-        0,
-        "nothing flagged three days ago: {}",
-        s.body
-    );
+    assert_eq!(count(s.json()), 0, "nothing three days ago: {}", s.body);
     // One device's browsing on the day, every verdict (not only flags).
     let s = dsl
         .get(&format!(

@@ -28,8 +28,9 @@ use std::sync::Arc;
 use schoolgate_classifier::{Category, Config, PolicyBuilder};
 use schoolgate_dns::{DnsFilter, DnsServer};
 use schoolgate_events::{
-    AccessEvent, Batch, BypassAttempts, Count, EventStore, ExportFilter, FlaggedQuery, GroupBy,
-    HostCount, Period, Pipeline, PipelineTuning, PurgeReport, Purpose, StoreError, Subject, Totals,
+    AccessEvent, Batch, BypassAttempts, Count, EventSearch, EventStore, ExportFilter, FlaggedQuery,
+    GroupBy, HostCount, Period, Pipeline, PipelineTuning, PurgeReport, Purpose, StoreError,
+    Subject, Totals,
 };
 use std::io::BufRead;
 
@@ -171,6 +172,10 @@ impl EventStore for Discard {
         _q: &FlaggedQuery,
         _p: &Purpose,
     ) -> Result<Vec<AccessEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn search(&self, _: &EventSearch, _: &Purpose) -> Result<Vec<AccessEvent>, StoreError> {
         Ok(Vec::new())
     }
 

@@ -22,9 +22,9 @@ use jiff::Timestamp;
 use schoolgate_classifier::config::store::{Retention, StoreConfig};
 use schoolgate_classifier::{Action, Category, CategorySet, Severity};
 use schoolgate_events::{
-    AccessEvent, Batch, BypassAttempts, ClickhouseStore, Count, EventStore, ExportFilter,
-    FlaggedQuery, GroupBy, HostCount, Period, Pipeline, PipelineTuning, PurgeReport, Purpose,
-    Source, SqliteStore, StoreError, Subject, Totals,
+    AccessEvent, Batch, BypassAttempts, ClickhouseStore, Count, EventSearch, EventStore,
+    ExportFilter, FlaggedQuery, GroupBy, HostCount, Period, Pipeline, PipelineTuning, PurgeReport,
+    Purpose, Source, SqliteStore, StoreError, Subject, Totals,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -205,6 +205,10 @@ impl EventStore for NullStore {
     async fn flagged(&self, _: &FlaggedQuery, _: &Purpose) -> Result<Vec<AccessEvent>, StoreError> {
         Ok(Vec::new())
     }
+    async fn search(&self, _: &EventSearch, _: &Purpose) -> Result<Vec<AccessEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn timeline(
         &self,
         _: &Subject,

@@ -55,8 +55,8 @@ pub use pipeline::{
 };
 pub use privacy::Pseudonymiser;
 pub use query::{
-    BypassAttempts, Count, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period, PurgeReport,
-    Purpose, Subject, Totals,
+    BypassAttempts, Count, EventSearch, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period,
+    PurgeReport, Purpose, Subject, Totals,
 };
 pub use store::clickhouse::{ClickhouseStore, MigrationReport, ServerInfo};
 pub use store::sqlite::SqliteStore;

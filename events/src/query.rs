@@ -95,6 +95,31 @@ impl FlaggedQuery {
     }
 }
 
+/// What [`crate::EventStore::search`] looks for in everyone's events of a
+/// period: the e-safety lead's "who went to this site this week".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSearch {
+    pub period: Period,
+    /// Part of the host name, in lower case: `tiktok` finds `www.tiktok.com`.
+    pub host: Option<String>,
+    pub category: Option<Category>,
+    pub school: Option<String>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+impl EventSearch {
+    pub fn new(period: Period) -> EventSearch {
+        EventSearch {
+            period,
+            host: None,
+            category: None,
+            school: None,
+            limit: 500,
+        }
+    }
+}
+
 /// How [`crate::EventStore::counts`] groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -9,8 +9,9 @@ use schoolgate_classifier::config::store::Retention;
 use schoolgate_classifier::{Action, Category, Severity};
 use schoolgate_events::store::csv;
 use schoolgate_events::{
-    AccessEvent, Batch, BypassAttempts, ClickhouseStore, Count, EventStore, ExportFilter,
-    FlaggedQuery, GroupBy, HostCount, Period, Purpose, SqliteStore, StoreError, Subject, Totals,
+    AccessEvent, Batch, BypassAttempts, ClickhouseStore, Count, EventSearch, EventStore,
+    ExportFilter, FlaggedQuery, GroupBy, HostCount, Period, Purpose, SqliteStore, StoreError,
+    Subject, Totals,
 };
 
 use crate::harness::clickhouse::ClickHouse;
@@ -170,6 +171,19 @@ fn ref_bypass(all: &[AccessEvent], p: &Period, school: Option<&str>) -> Vec<Bypa
     out
 }
 
+fn ref_search(all: &[AccessEvent], q: &EventSearch) -> Vec<AccessEvent> {
+    let mut out: Vec<AccessEvent> = all
+        .iter()
+        .filter(|e| in_scope(e, &q.period, q.school.as_deref()))
+        .filter(|e| q.host.as_deref().is_none_or(|h| e.host.contains(h)))
+        .filter(|e| q.category.is_none_or(|c| e.categories.contains(c)))
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| (b.time_ms(), b.id).cmp(&(a.time_ms(), a.id)));
+    out.truncate(q.limit);
+    out
+}
+
 fn ref_totals(all: &[AccessEvent], p: &Period, school: Option<&str>) -> Totals {
     let es: Vec<&AccessEvent> = all.iter().filter(|e| in_scope(e, p, school)).collect();
     Totals {
@@ -292,6 +306,34 @@ async fn check_store(store: &dyn EventStore) {
                 store.totals(&p, school).await.expect("totals"),
                 ref_totals(&all, &p, school),
                 "totals {school:?} on {}",
+                store.name()
+            );
+        }
+        for (host, category, school, limit) in [
+            (Some("host1"), None, None, 40),
+            (Some("host12.exam"), None, Some("north"), 500),
+            (None, Some(Category::Gambling), None, 25),
+            (Some("host3"), Some(Category::Proxy), None, 500),
+            (Some("nowhere"), None, None, 500),
+        ] {
+            let mut q = EventSearch::new(p);
+            q.host = host.map(str::to_owned);
+            q.category = category;
+            q.school = school.map(str::to_owned);
+            q.limit = limit;
+            let want = ref_search(&all, &q);
+            if p == periods()[0] {
+                // Over the whole range every search but the last finds some,
+                // and the first finds more than its limit.
+                assert_eq!(want.is_empty(), host == Some("nowhere"), "{q:?}");
+                if host == Some("host1") {
+                    assert_eq!(want.len(), limit, "{q:?}");
+                }
+            }
+            assert_eq!(
+                store.search(&q, &purpose()).await.expect("search"),
+                want,
+                "search {q:?} on {}",
                 store.name()
             );
         }

@@ -12,8 +12,8 @@ use ulid::Ulid;
 
 use crate::event::{AccessEvent, Batch};
 use crate::query::{
-    BypassAttempts, Count, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period, PurgeReport,
-    Purpose, Subject, Totals,
+    BypassAttempts, Count, EventSearch, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period,
+    PurgeReport, Purpose, Subject, Totals,
 };
 
 pub mod clickhouse;
@@ -82,6 +82,14 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     async fn flagged(
         &self,
         q: &FlaggedQuery,
+        purpose: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError>;
+
+    /// Everyone's events of the period matching the search (host containing
+    /// the text, a category, a school), newest first, at most `limit`.
+    async fn search(
+        &self,
+        q: &EventSearch,
         purpose: &Purpose,
     ) -> Result<Vec<AccessEvent>, StoreError>;
 

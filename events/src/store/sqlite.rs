@@ -38,8 +38,8 @@ use ulid::Ulid;
 use super::{EXPORT_PAGE, EventStore, ExportCursor, StoreError, audit, csv};
 use crate::event::{AccessEvent, Batch, RetentionClass, Source, bypass_mask};
 use crate::query::{
-    BypassAttempts, Count, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period, PurgeReport,
-    Purpose, Subject, Totals, day_key, sort_counts,
+    BypassAttempts, Count, EventSearch, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period,
+    PurgeReport, Purpose, Subject, Totals, day_key, sort_counts,
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -77,7 +77,11 @@ CREATE TABLE IF NOT EXISTS events (
     cached       INTEGER NOT NULL
 );
 -- Period scans (totals, bypass, exports, purge).
-CREATE INDEX IF NOT EXISTS events_time ON events(time_ms);
+-- Periods, and the search of everyone's browsing: with the host and the
+-- categories in the index, the search tests each event of the period in the
+-- index and reads the table only for the matches.
+DROP INDEX IF EXISTS events_time;
+CREATE INDEX IF NOT EXISTS events_time_host ON events(time_ms, host, categories);
 -- The review queue: flagged events of a period, most severe then newest first,
 -- the first few thousand. A partial index (flagged rows only, about 1%) in exactly
 -- that order lets `flagged` walk it and stop at the limit, without sorting the
@@ -402,6 +406,44 @@ impl EventStore for SqliteStore {
                         q.school,
                         q.user,
                         limit
+                    ],
+                    decode,
+                )
+                .map_err(classify)?;
+            collect_events(rows)
+        })
+        .await
+    }
+
+    async fn search(
+        &self,
+        q: &EventSearch,
+        purpose: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError> {
+        audit(purpose, "search", &format_args!("{q:?}"))?;
+        let q = q.clone();
+        self.read(move |conn| {
+            // Newest first along `events_time_host`, stopping at the limit; the
+            // host and category tests need only the index, so only matches are
+            // read from the table.
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events WHERE time_ms >= ?1 AND time_ms < ?2 \
+                 AND (?3 IS NULL OR instr(host, ?3) > 0) \
+                 AND (?4 IS NULL OR (categories & ?4) != 0) \
+                 AND (?5 IS NULL OR school = ?5) \
+                 ORDER BY time_ms DESC, id DESC LIMIT ?6"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
+            let bits = q.category.map(|c| CategorySet::of(c).bits() as i64);
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.period.start_ms(),
+                        q.period.end_ms(),
+                        q.host,
+                        bits,
+                        q.school,
+                        i64::try_from(q.limit).unwrap_or(i64::MAX)
                     ],
                     decode,
                 )

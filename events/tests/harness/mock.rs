@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use schoolgate_events::{
-    AccessEvent, Batch, BypassAttempts, Count, EventStore, ExportFilter, FlaggedQuery, GroupBy,
-    HostCount, Period, PurgeReport, Purpose, StoreError, Subject, Totals,
+    AccessEvent, Batch, BypassAttempts, Count, EventSearch, EventStore, ExportFilter, FlaggedQuery,
+    GroupBy, HostCount, Period, PurgeReport, Purpose, StoreError, Subject, Totals,
 };
 use ulid::Ulid;
 
@@ -75,6 +75,10 @@ impl EventStore for MockStore {
     }
 
     async fn flagged(&self, _: &FlaggedQuery, _: &Purpose) -> Result<Vec<AccessEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn search(&self, _: &EventSearch, _: &Purpose) -> Result<Vec<AccessEvent>, StoreError> {
         Ok(Vec::new())
     }
 

@@ -35,8 +35,8 @@ use ulid::Ulid;
 use super::{EXPORT_PAGE, EventStore, ExportCursor, StoreError, audit, csv};
 use crate::event::{AccessEvent, Batch, RetentionClass, Source, bypass_mask};
 use crate::query::{
-    BypassAttempts, Count, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period, PurgeReport,
-    Purpose, Subject, Totals, day_key, sort_counts,
+    BypassAttempts, Count, EventSearch, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period,
+    PurgeReport, Purpose, Subject, Totals, day_key, sort_counts,
 };
 
 pub mod schema;
@@ -542,6 +542,32 @@ impl EventStore for ClickhouseStore {
             table = self.names.events,
             period = period_sql(&q.period),
             min = q.min_severity as u8,
+            limit = q.limit,
+        );
+        self.fetch_events(&query).await
+    }
+
+    async fn search(
+        &self,
+        q: &EventSearch,
+        purpose: &Purpose,
+    ) -> Result<Vec<AccessEvent>, StoreError> {
+        audit(purpose, "search", &format_args!("{q:?}"))?;
+        let mut filter = String::new();
+        if let Some(host) = &q.host {
+            filter.push_str(&format!(" AND position(host, {}) > 0", sql::string(host)));
+        }
+        if let Some(c) = q.category {
+            filter.push_str(&format!(
+                " AND bitAnd(categories, {}) != 0",
+                CategorySet::of(c).bits()
+            ));
+        }
+        let query = format!(
+            "SELECT {COLUMNS} FROM {table} WHERE {scope}{filter} \
+             ORDER BY time_ms DESC, id DESC LIMIT 1 BY id LIMIT {limit}",
+            table = self.names.events,
+            scope = scope_sql(&q.period, q.school.as_deref()),
             limit = q.limit,
         );
         self.fetch_events(&query).await
