@@ -179,7 +179,7 @@ fn ref_search(all: &[AccessEvent], q: &EventSearch) -> Vec<AccessEvent> {
         .filter(|e| q.category.is_none_or(|c| e.categories.contains(c)))
         .cloned()
         .collect();
-    out.sort_by(|a, b| (b.time_ms(), b.id).cmp(&(a.time_ms(), a.id)));
+    out.sort_by_key(|e| std::cmp::Reverse((e.time_ms(), e.id)));
     out.truncate(q.limit);
     out
 }
