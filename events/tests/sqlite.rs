@@ -158,3 +158,36 @@ async fn reads_run_beside_writes() {
         5_000
     );
 }
+
+/// The writer runs on its own thread at a lower CPU priority, so DNS and proxy
+/// threads never queue behind a batch insert.
+#[tokio::test]
+async fn the_writer_thread_runs_at_a_lower_priority() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).expect("open");
+    store
+        .insert(&Batch::new(events::events(0..10, 1_000)))
+        .await
+        .expect("insert");
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let task = task.expect("task").path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() == "sqlite-writer" {
+            let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
+            // Fields after the parenthesised name: state is field 3, nice 19.
+            let rest = &stat[stat.rfind(')').expect("comm end") + 2..];
+            let nice: i32 = rest.split(' ').nth(16).expect("nice").parse().expect("int");
+            nices.push(nice);
+        }
+    }
+    assert_eq!(nices, [schoolgate_events::store::sqlite::WRITER_NICE]);
+    assert_eq!(
+        store
+            .totals(&Period::new(ts(BASE_MS - 1), ts(BASE_MS + 20_000)), None)
+            .await
+            .expect("totals")
+            .requests,
+        10
+    );
+}
