@@ -1026,7 +1026,7 @@ pub async fn search(app: &App, user: &CurrentUser, q: &SearchQuery) -> Result<Ve
     let reason = q.reason();
     let p = purpose(user, &reason);
     let subject = q.subject()?;
-    let mut events = match &subject {
+    let events = match &subject {
         Some(s) => {
             if to.duration_since(from) > SignedDuration::from_hours(24 * 31) {
                 return Err(DashboardError::bad_request(
@@ -1034,10 +1034,22 @@ pub async fn search(app: &App, user: &CurrentUser, q: &SearchQuery) -> Result<Ve
                 ));
             }
             let half = to.duration_since(from) / 2;
-            app.store
+            let mut events = app
+                .store
                 .timeline(s, from + half, half.as_mins() + 1, &p)
-                .await?
+                .await?;
+            // A window around the middle, oldest first: keep the dates and the
+            // filters asked for, newest first.
+            events.retain(|e| {
+                e.time >= from
+                    && e.time < to
+                    && host.as_deref().is_none_or(|h| e.host.contains(h))
+                    && category.is_none_or(|c| e.categories.contains(c))
+            });
+            events.sort_by_key(|e| std::cmp::Reverse(e.time));
+            events
         }
+        // The store filters and orders (newest first) itself.
         None => {
             let mut q = EventSearch::new(Period::new(from, to));
             q.host = host.clone();
@@ -1046,13 +1058,6 @@ pub async fn search(app: &App, user: &CurrentUser, q: &SearchQuery) -> Result<Ve
             app.store.search(&q, &p).await?
         }
     };
-    events.retain(|e| {
-        e.time >= from
-            && e.time < to
-            && host.as_deref().is_none_or(|h| e.host.contains(h))
-            && category.is_none_or(|c| e.categories.contains(c))
-    });
-    events.sort_by_key(|e| std::cmp::Reverse(e.time));
     let target = subject
         .as_ref()
         .map(|s| s.to_string())

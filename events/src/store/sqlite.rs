@@ -95,9 +95,8 @@ DROP INDEX IF EXISTS events_flagged_time;
 DROP INDEX IF EXISTS events_flagged_rows;
 CREATE INDEX IF NOT EXISTS events_flagged_rank ON events(COALESCE(severity, 1), time_ms, id,
     school, user) WHERE action = 1 OR severity IS NOT NULL;
--- The DSL's review list: flagged only, most severe and newest first.
-CREATE INDEX IF NOT EXISTS events_flagged ON events(severity, time_ms)
-    WHERE action = 1 OR severity IS NOT NULL;
+-- Superseded by `events_flagged_rank`; no query used it, every flagged insert paid for it.
+DROP INDEX IF EXISTS events_flagged;
 -- One person's history and the timeline around a flag.
 CREATE INDEX IF NOT EXISTS events_user ON events(user, time_ms) WHERE user IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_client ON events(client_ip, time_ms);
@@ -128,6 +127,15 @@ CREATE TABLE IF NOT EXISTS rollup_seen (
 /// `rollup_seen.kind`.
 const SEEN_USER: i64 = 0;
 const SEEN_CLIENT: i64 = 1;
+
+/// The events column a `rollup_seen.kind` counts.
+fn seen_column(kind: i64) -> &'static str {
+    if kind == SEEN_USER {
+        "user"
+    } else {
+        "client_ip"
+    }
+}
 
 const COLUMNS: &str = "id, time_ms, source, school, node, client_ip, user, device, role, method, \
      host, path, search_terms, action, categories, severity, rule, reason, status, bytes_up, \
@@ -723,6 +731,16 @@ enum Who<'e> {
     Client(IpAddr),
 }
 
+impl Who<'_> {
+    /// The row's `kind` and `who`.
+    fn row(self) -> (i64, String) {
+        match self {
+            Who::User(u) => (SEEN_USER, u.to_owned()),
+            Who::Client(ip) => (SEEN_CLIENT, ip.to_canonical().to_string()),
+        }
+    }
+}
+
 /// A period as whole hours (read from the rollups) and the partial hours at
 /// either end (read from the events); an empty hour range when the period
 /// covers no whole hour.
@@ -751,11 +769,7 @@ fn distinct_seen(
     kind: i64,
     bypass_bits: Option<i64>,
 ) -> Result<u64, StoreError> {
-    let column = if kind == SEEN_USER {
-        "user"
-    } else {
-        "client_ip"
-    };
+    let column = seen_column(kind);
     let raw = |n: u8| {
         format!(
             "SELECT {column} FROM events WHERE time_ms >= ?{a} AND time_ms < ?{b} \
@@ -806,7 +820,8 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
         })
         .collect::<Vec<_>>()
         .join(" + ");
-    for (kind, column) in [(SEEN_USER, "user"), (SEEN_CLIENT, "client_ip")] {
+    for kind in [SEEN_USER, SEEN_CLIENT] {
+        let column = seen_column(kind);
         conn.execute(
             &format!(
                 "INSERT OR IGNORE INTO rollup_seen (hour, school, class, kind, who, bypass) \
@@ -825,8 +840,8 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
     // (hour, school, role, action, class, category) -> (events, flagged)
     type Key = (i64, String, String, u8, u8, i64);
     let mut rollup: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
-    // (hour, school, class, kind, who) -> bypass bits
-    let mut seen: HashMap<(i64, &str, u8, i64, Who<'_>), i64> = HashMap::new();
+    // (hour, school, class, who) -> bypass bits
+    let mut seen: HashMap<(i64, &str, u8, Who<'_>), i64> = HashMap::new();
     let bypass = bypass_mask();
     {
         let mut stmt = tx
@@ -903,11 +918,11 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
             let school = e.school.as_str();
             if let Some(user) = user {
                 *seen
-                    .entry((hour, school, class, SEEN_USER, Who::User(user)))
+                    .entry((hour, school, class, Who::User(user)))
                     .or_default() |= tried;
             }
             *seen
-                .entry((hour, school, class, SEEN_CLIENT, Who::Client(e.client_ip)))
+                .entry((hour, school, class, Who::Client(e.client_ip)))
                 .or_default() |= tried;
         }
         let mut up = tx
@@ -933,11 +948,8 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
                  bypass = bypass | excluded.bypass",
             )
             .map_err(classify)?;
-        for ((hour, school, class, kind, who), tried) in seen {
-            let who = match who {
-                Who::User(u) => u.to_owned(),
-                Who::Client(ip) => ip.to_canonical().to_string(),
-            };
+        for ((hour, school, class, who), tried) in seen {
+            let (kind, who) = who.row();
             saw.execute(params![hour, school, class, kind, who, tried])
                 .map_err(classify)?;
         }
