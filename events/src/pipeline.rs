@@ -21,8 +21,11 @@
 //!   durable against a crash of the process as soon as `send` returns.
 //!
 //! [`journal`]: crate::journal
-//! - The batcher closes a batch at `batch_size` events or `batch_timeout_ms`. A
-//!   transient failure spools the batch and backs off (jittered exponential,
+//! - The batcher closes a batch at `batch_size` events or `batch_timeout_ms`.
+//!   Between two takes from the queue it pauses ([`GATHER`]): a busy filter's
+//!   events then wake it about fifty times a second, not once per event (each wake
+//!   is a futex call on the hot path and a thread switch).
+//! - A transient failure spools the batch and backs off (jittered exponential,
 //!   capped at 30 s); while the store is down every new batch goes straight to the
 //!   spool, so memory stays bounded by the queue. When the back-off ends, spooled
 //!   batches are replayed (marked `maybe_stored`, so the store skips what it
@@ -59,6 +62,11 @@ use crate::store::{EventStore, StoreError};
 /// Events per spool record: keeps a record far below the spool's size limit
 /// whatever `batch_size` is.
 const SPOOL_RECORD_EVENTS: usize = 5_000;
+
+/// The batcher's pause between two takes from the queue (or `batch_timeout`, if
+/// shorter). The queue's 64 Ki default holds this long of more than three million
+/// events a second, so the pause never pushes events into the spool.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// Knobs that are not in the school's configuration: sensible defaults, changed
 /// by tests and benchmarks.
@@ -537,6 +545,9 @@ impl Batcher {
         // The journal records of the events in `buffer`.
         let mut slots: Vec<Slot> = Vec::new();
         let mut deadline: Option<Instant> = None;
+        // Set after a take from the queue: the next take waits until then.
+        let mut gather_until: Option<Instant> = None;
+        let gather = GATHER.min(self.batch_timeout);
         let mut fsync = tokio::time::interval(self.tuning.fsync_interval);
         fsync.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stats = tokio::time::interval(self.tuning.stats_interval);
@@ -561,10 +572,11 @@ impl Batcher {
             let room = self.batch_size.saturating_sub(buffer.len());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                n = rx.recv_many(&mut incoming, room), if room > 0 => {
+                n = rx.recv_many(&mut incoming, room), if room > 0 && gather_until.is_none() => {
                     if n == 0 {
                         break;
                     }
+                    gather_until = Some(Instant::now() + gather);
                     Counters::sub(&self.shared.counters.queue_depth, n);
                     for q in incoming.drain(..) {
                         slots.extend(q.journal);
@@ -579,6 +591,9 @@ impl Batcher {
                         let safe = self.flush(events).await;
                         settle_slots(&mut slots, safe);
                     }
+                }
+                _ = sleep_until_opt(gather_until), if gather_until.is_some() => {
+                    gather_until = None;
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {
                     let events = std::mem::take(&mut buffer);
