@@ -40,6 +40,14 @@ pub enum HostError {
 /// literal may be bracketed. Borrowed when already normal, the common case.
 pub fn normalize_host(host: &str) -> Result<Cow<'_, str>, HostError> {
     let host = host.strip_suffix('.').unwrap_or(host);
+    if plain_name_dots(host).is_some() {
+        return Ok(Cow::Borrowed(host));
+    }
+    check_host(host)
+}
+
+/// [`normalize_host`] for any name (after the trailing dot is gone), byte by byte.
+fn check_host(host: &str) -> Result<Cow<'_, str>, HostError> {
     if host.is_empty() {
         return Err(HostError::Empty);
     }
@@ -88,6 +96,41 @@ pub fn normalize_host(host: &str) -> Result<Cow<'_, str>, HostError> {
     } else {
         Cow::Borrowed(host)
     })
+}
+
+/// The bytes of a name in normal form: lowercase letters, digits, `-`, `_`, `.`.
+const NAME_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.');
+        b += 1;
+    }
+    t
+};
+
+/// Where the dots are in a name that is already in normal form and short, or
+/// `None` for any other name, which then takes the full check. Such a name has at
+/// most 63 bytes (so no label can be too long), only [`NAME_BYTE`]s and no empty
+/// label; bit `n - 1 - i` of the mask is set when byte `i` of the `n` is a dot
+/// (the first byte is the highest bit). One pass without branches: most hosts
+/// are such names.
+fn plain_name_dots(host: &str) -> Option<u64> {
+    let b = host.as_bytes();
+    let n = b.len();
+    if n == 0 || n > 63 {
+        return None;
+    }
+    let mut plain = true;
+    let mut dots = 0u64;
+    for &c in b {
+        plain &= NAME_BYTE[usize::from(c)];
+        dots = dots << 1 | u64::from(c == b'.');
+    }
+    // A dot first, last or beside another leaves a label empty.
+    let empty_label = dots & (1 | 1 << (n - 1) | dots >> 1) != 0;
+    (plain && !empty_label).then_some(dots)
 }
 
 /// Checks a local allow/deny entry: `domain` or `domain/path-prefix`.
@@ -289,9 +332,26 @@ pub struct HostSuffixes<'h> {
 
 impl<'h> HostSuffixes<'h> {
     pub fn new(host: &'h str) -> HostSuffixes<'h> {
-        let keys = suffixes(host)
-            .map(|s| (host.len() - s.len(), name_hash(s)))
-            .collect();
+        // The same suffixes as [`suffixes`]: a suffix starts after each dot.
+        let mut keys = smallvec::SmallVec::new();
+        keys.push((0, name_hash(host)));
+        match plain_name_dots(host) {
+            // An IP literal ends in a digit; other plain names are the common case.
+            Some(mut dots) if !host.ends_with(|c: char| c.is_ascii_digit()) => {
+                // The highest bit is the first dot: the longest suffix first.
+                while dots != 0 {
+                    let bit = 63 - dots.leading_zeros();
+                    let start = host.len() - bit as usize;
+                    keys.push((start, name_hash(&host[start..])));
+                    dots &= !(1 << bit);
+                }
+            }
+            _ => keys.extend(
+                suffixes(host)
+                    .skip(1)
+                    .map(|s| (host.len() - s.len(), name_hash(s))),
+            ),
+        }
         HostSuffixes { host, keys }
     }
 
@@ -340,6 +400,18 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The one-pass checks for plain names agree with the full ones.
+        #[test]
+        fn plain_names_take_a_shortcut_to_the_same_answer(host in "[a-zA-Z0-9._:-]{0,70}") {
+            let stripped = host.strip_suffix('.').unwrap_or(&host);
+            proptest::prop_assert_eq!(normalize_host(&host), check_host(stripped));
+            let walked: Vec<(&str, u64)> = suffixes(&host).map(|s| (s, name_hash(s))).collect();
+            let hashed: Vec<(&str, u64)> = HostSuffixes::new(&host).iter().collect();
+            proptest::prop_assert_eq!(hashed, walked);
+        }
+    }
+
     #[test]
     fn suffix_walk() {
         assert_eq!(
@@ -347,6 +419,19 @@ mod tests {
             ["a.b.example.com", "b.example.com", "example.com", "com"]
         );
         assert_eq!(suffixes("10.1.2.3").collect::<Vec<_>>(), ["10.1.2.3"]);
+        let long = format!("{}.example.com", "a".repeat(60));
+        for host in [
+            "10.1.2.3",
+            "host1.example.com",
+            "a.b.c",
+            "a",
+            &long,
+            &long[1..],
+        ] {
+            let walked: Vec<&str> = suffixes(host).collect();
+            let hashed: Vec<&str> = HostSuffixes::new(host).iter().map(|(s, _)| s).collect();
+            assert_eq!(hashed, walked, "{host}");
+        }
     }
 
     #[test]
