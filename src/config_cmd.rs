@@ -83,6 +83,12 @@ pub fn check(path: &Path) -> Result<ExitCode> {
         "\nindex: {} domains, {} URL prefixes, {} keyword rules",
         stats.domains, stats.urls, stats.keyword_rules
     );
+    if !config.store.record {
+        println!(
+            "\nwarning: [store] record = false: decisions are counted but no event is kept \
+             (no monitoring, no review, no alerts); the DfE monitoring standard needs it on"
+        );
+    }
     if failed > 0 {
         println!(
             "\n{failed} list source(s) could not be read: the filter would start without them"

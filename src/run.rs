@@ -91,6 +91,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let store = open_store(&config).await?;
     let (events, pipeline) = Pipeline::start(&config.store, store.clone(), shutdown.child_token())
         .context("starting the event pipeline")?;
+    if !config.store.record {
+        warn!("[store] record = false: decisions are counted, no event is kept (no monitoring)");
+    }
 
     let mut tasks = JoinSet::new();
 

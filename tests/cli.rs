@@ -122,3 +122,24 @@ fn config_check_summarises_roles_networks_and_lists() {
     assert!(out.contains("blp-gambling"), "{out}");
     assert!(out.contains("entries per category:"));
 }
+
+#[test]
+fn config_check_warns_when_no_event_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unrecorded.toml");
+    std::fs::write(
+        &path,
+        "[store]\nrecord = false\n\n[roles.guest]\nblock = [\"gambling\"]\n",
+    )
+    .unwrap();
+    let o = schoolgate(&["config", "check", "--config", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("warning: [store] record = false: decisions are counted but no event is kept"),
+        "{out}"
+    );
+    // The demo records: no warning there.
+    let o = schoolgate(&["config", "check", "--config", &demo()]);
+    assert!(!stdout(&o).contains("record = false"));
+}

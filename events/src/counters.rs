@@ -32,6 +32,8 @@ pub struct Counters {
     /// Events queued without a journal record (the journal's disk failed): they
     /// are stored as usual, but a crash before that would lose them.
     pub journal_failed: AtomicU64,
+    /// Events not kept because `[store] record` is off.
+    pub discarded: AtomicU64,
 }
 
 impl Counters {
@@ -60,6 +62,7 @@ impl Counters {
             lost: get(&self.lost),
             spool_corrupt: get(&self.spool_corrupt),
             journal_failed: get(&self.journal_failed),
+            discarded: get(&self.discarded),
         }
     }
 }
@@ -79,4 +82,6 @@ pub struct CountersSnapshot {
     pub spool_corrupt: u64,
     #[serde(default)]
     pub journal_failed: u64,
+    #[serde(default)]
+    pub discarded: u64,
 }

@@ -151,6 +151,8 @@ pub enum Delivery {
     /// The queue was full and the spool over its size: an allowed event, dropped
     /// and counted (`dropped_allowed`).
     Dropped,
+    /// `[store] record` is off: counted (`discarded`), not kept.
+    Discarded,
 }
 
 #[derive(Debug)]
@@ -243,6 +245,8 @@ impl Shared {
 pub struct EventSender {
     tx: mpsc::Sender<Queued>,
     shared: Arc<Shared>,
+    /// `[store] record` is off: events are counted and dropped here.
+    discard: bool,
 }
 
 impl EventSender {
@@ -250,6 +254,10 @@ impl EventSender {
     /// is full (or the pipeline has shut down), into the disk spool. Guests are
     /// pseudonymised first, so their identity never reaches the disk.
     pub fn send(&self, event: AccessEvent) -> Result<Delivery, SendError> {
+        if self.discard {
+            Counters::add(&self.shared.counters.discarded, 1);
+            return Ok(Delivery::Discarded);
+        }
         let event = match &self.shared.pseudonymiser {
             Some(p) => p.apply(event),
             None => event,
@@ -414,7 +422,7 @@ impl Pipeline {
         // Always read what an earlier run left, even with the journal now off.
         let journal_dir = cfg.spool_dir.join("journal");
         let mut recovered = journal::recover(&journal_dir)?;
-        let journal = if tuning.journal {
+        let journal = if tuning.journal && cfg.record {
             Some(Journal::open(
                 &journal_dir,
                 tuning.journal_segment_bytes,
@@ -452,6 +460,7 @@ impl Pipeline {
             EventSender {
                 tx,
                 shared: Arc::clone(&shared),
+                discard: !cfg.record,
             },
             PipelineHandle {
                 shared,

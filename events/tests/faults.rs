@@ -238,7 +238,9 @@ async fn a_queue_overrun_with_the_store_down_loses_and_duplicates_nothing() {
         match tx.send(event(i, SPACING)).expect("send") {
             Delivery::Queued => {}
             Delivery::Spooled => overflowed += 1,
-            Delivery::Dropped => panic!("nothing may be dropped under the spool cap"),
+            Delivery::Dropped | Delivery::Discarded => {
+                panic!("nothing may be dropped under the spool cap")
+            }
         }
     }
     assert!(overflowed > 0, "the queue (64) overflowed into the spool");

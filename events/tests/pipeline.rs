@@ -54,6 +54,28 @@ async fn batches_close_on_size_then_on_time() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn with_record_off_events_are_counted_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = store_config(dir.path());
+    cfg.record = false;
+    cfg.batch_timeout_ms = 10;
+    let store = Arc::new(MockStore::default());
+    let (tx, handle, _) = start(&cfg, &store);
+    for i in 0..25 {
+        assert_eq!(tx.send(event(i, 1)).expect("send"), Delivery::Discarded);
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let c = handle.counters();
+    assert_eq!((c.discarded, c.queued, c.spooled), (25, 0, 0), "{c:?}");
+    handle.shutdown().await;
+    assert_eq!(store.stored(), 0);
+    // No journal either: nothing was written for these events.
+    let journal = cfg.spool_dir.join("journal");
+    let files = std::fs::read_dir(&journal).map_or(0, |d| d.count());
+    assert_eq!(files, 0, "journal files in {}", journal.display());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_store_outage_spools_then_replays_everything_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = store_config(dir.path());

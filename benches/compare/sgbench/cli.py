@@ -159,11 +159,15 @@ def prepare(a, binary):
     shared = peers.shared_list_toml(ctx.shared_path)
     ctx.sg_dns_conf = peers.schoolgate_config(a.work, "sg-dns", lists=shared, dns=True)
     ctx.sg_proxy_conf = peers.schoolgate_config(a.work, "sg-proxy", lists=shared, proxy=True)
+    ctx.sg_proxy_unrecorded = peers.schoolgate_config(a.work, "sg-proxy-unrecorded",
+                                                      lists=shared, proxy=True, record=False)
     ctx.sg_log_every = peers.schoolgate_config(a.work, "sg-log-every", lists=shared, dns=True,
                                                allowed_repeat_secs=0)
     ctx.sg_log_on = peers.schoolgate_config(a.work, "sg-log-on", lists=shared, dns=True)
     ctx.sg_log_off = peers.schoolgate_config(a.work, "sg-log-off", lists=shared, dns=True,
                                              allowed_sample=2**32 - 1)
+    ctx.sg_log_none = peers.schoolgate_config(a.work, "sg-log-none", lists=shared, dns=True,
+                                              record=False)
     if "classifier" in a.only:
         say(f"classifier inputs: {a.classifier_lines:,} URLs; squidGuard db from UT1")
         ctx.classifier_urls = blocklist.classifier_urls(a.data, a.classifier_lines, a.work)

@@ -166,9 +166,10 @@ http {{
 # schoolgate.
 
 def schoolgate_config(work, name, *, lists, dns=False, proxy=False, allowed_sample=1,
-                      allowed_repeat_secs=60, keywords=True, curated=True):
+                      allowed_repeat_secs=60, keywords=True, curated=True, record=True):
     """A schoolgate config: role `pupil` for 127.0.0.1 blocking the pupil
-    categories; `lists` is TOML text of [[lists]] entries."""
+    categories; `lists` is TOML text of [[lists]] entries. `record=False` keeps
+    no events at all (`[store] record = false`): the filter without monitoring."""
     d = _dir(work, name)
     state = _dir(d, "state")
     wipe_state(state)
@@ -204,6 +205,7 @@ backend = "embedded"
 path = "{state}/events.sqlite"
 spool_dir = "{state}/spool"
 dead_letter = "{state}/dead-letter.jsonl"
+record = {str(record).lower()}
 
 [dashboard]
 state = "{state}/dashboard.sqlite"

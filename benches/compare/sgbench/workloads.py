@@ -311,16 +311,21 @@ def run_dns(ctx):
     return rows
 
 
+UNRECORDED = "schoolgate, no events (record = false)"
+
+
 def run_logging(ctx):
     """schoolgate's DNS filter on the allowed-only hit mix: every query logged
     (allowed_repeat_secs = 0), the default (every allowed name once a minute per
     device: allowed_repeat_secs = 60), and allowed queries sampled out
-    (allowed_sample = 2^32-1: one in four billion). There is no switch that
-    turns the event pipeline off altogether."""
+    (allowed_sample = 2^32-1: one in four billion), and no events at all
+    ([store] record = false: the filter without monitoring, the baseline the
+    others' cost is measured from)."""
     rows = []
     for label, conf in (("schoolgate, every query stored", ctx.sg_log_every),
                         ("schoolgate, default (repeats within 60 s skipped)", ctx.sg_log_on),
-                        ("schoolgate, allowed events sampled out", ctx.sg_log_off)):
+                        ("schoolgate, allowed events sampled out", ctx.sg_log_off),
+                        (UNRECORDED, ctx.sg_log_none)):
         server = peers.start_schoolgate(ctx.binary, conf, dns=True, name=label)
         try:
             port = peers.PORTS["schoolgate_dns"]
@@ -334,6 +339,8 @@ def run_logging(ctx):
             stored = peers.stored_events(conf)
         except Exception as e:
             raise RunError(f"logging / {label}: cannot count the stored events: {e}") from e
+        if conf is ctx.sg_log_none and stored:
+            raise RunError(f"logging / {label}: {stored} events stored with record = false")
         row["note"] = "; ".join(x for x in (row["note"], f"{stored:,} events stored") if x)
         rows.append(row)
     return rows
@@ -410,6 +417,10 @@ def _http_systems(ctx):
         ctx.squid = peers.start_squid(ctx.work, ctx.derived)
         return [ctx.squid]
 
+    def sg_unrecorded():
+        return [peers.start_schoolgate(ctx.binary, ctx.sg_proxy_unrecorded, proxy=True,
+                                       name=UNRECORDED)]
+
     def e2g():
         if ctx.squid is None or not ctx.squid.alive():
             ctx.squid = peers.start_squid(ctx.work, ctx.derived)
@@ -418,6 +429,7 @@ def _http_systems(ctx):
     return [
         ("nginx direct (no proxy)", lambda: [], None),
         ("schoolgate", sg, peers.PORTS["schoolgate_proxy"]),
+        (UNRECORDED, sg_unrecorded, peers.PORTS["schoolgate_proxy"]),
         (f"squid {ctx.versions['squid']}", squid, peers.PORTS["squid"]),
         (f"e2guardian {ctx.versions['e2guardian']} + squid", e2g, peers.PORTS["e2guardian"]),
     ]
@@ -447,13 +459,15 @@ def run_http(ctx):
                     raise RunError(f"http / {system}: {name} came back {code}, {len(body)} bytes")
             if not direct:
                 code, body = curl(port, blocked_url)
-                want, mark = BLOCK_MARKS[system.split()[0]]
+                want, mark = BLOCK_MARKS[system.split()[0].rstrip(",")]
                 if code != want or mark not in body:
                     raise RunError(f"http / {system}: blocked {blocked_url} answered {code} "
                                    f"(want {want}): {body[:300]!r}")
             cases = [("http 1 KiB html", f"{origin}/1k.html"),
                      ("http 100 KiB image", f"{origin}/100k.jpg")]
-            if not direct:
+            # Without events only the page workloads: what monitoring costs a request.
+            unrecorded = system == UNRECORDED
+            if not direct and not unrecorded:
                 cases.append(("http block page", blocked_url))
             for workload, url in cases:
                 host = url.split("/")[2]
@@ -481,8 +495,9 @@ def run_http(ctx):
                     note = r["error_text"]
                 rows.append(_row(workload, system, "request", r["requests"], win,
                                  r["client_cpu"], p50=r["p50_ms"], p99=r["p99_ms"], note=note))
-            for workload, mode, unit in (("connect tunnel bulk", "bulk", "MiB"),
-                                         ("connect new tunnels", "setup", "tunnel")):
+            for workload, mode, unit in (() if unrecorded else
+                                         (("connect tunnel bulk", "bulk", "MiB"),
+                                          ("connect new tunnels", "setup", "tunnel"))):
                 argv = [sys.executable, "-m", "sgbench.tunnel_client", mode, "--target",
                         tls_target, "--duration", str(ctx.http_seconds),
                         "--threads", "4" if mode == "bulk" else "8"]

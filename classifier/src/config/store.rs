@@ -20,7 +20,8 @@ pub enum Backend {
 /// Defaults: `backend = "embedded"`, `path = "var/events.sqlite"`,
 /// `spool_dir = "var/spool"`, `dead_letter = "var/dead-letter.jsonl"`,
 /// `queue_capacity = 65536`, `batch_size = 10000`, `batch_timeout_ms = 1000`,
-/// `spool_max_mb = 2048`, `journal = true`, retention as in [`Retention`], no ClickHouse section.
+/// `spool_max_mb = 2048`, `journal = true`, `record = true`, retention as in
+/// [`Retention`], no ClickHouse section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
@@ -45,6 +46,12 @@ pub struct StoreConfig {
     /// most of the DNS filter's cost per cached query. Off, a crash loses at most
     /// the events in the queue (`queue_capacity`).
     pub journal: bool,
+    /// Keep an event for every decision (on). Off, decisions are only counted
+    /// (`discarded` on the health page): no monitoring, no review queue, no alerts,
+    /// and `config check` says so. It exists to measure what monitoring costs the
+    /// filter (like Squid's `access_log none`); the DfE monitoring standard needs
+    /// it on in a school.
+    pub record: bool,
     /// The spool's size limit on disk; past it new *allowed* events are refused
     /// and counted (`dropped_allowed`), while blocked and flagged ones are still
     /// kept: the audit trail that matters is never the one cut.
@@ -65,6 +72,7 @@ impl Default for StoreConfig {
             batch_timeout_ms: 1_000,
             spool_max_mb: 2_048,
             journal: true,
+            record: true,
             retention: Retention::default(),
             clickhouse: None,
         }
