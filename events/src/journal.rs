@@ -53,7 +53,7 @@
 //! # Memory
 //!
 //! The mapping's pages count in the process's resident set as they are written,
-//! so segments are small (4 MiB by default) and deleted as soon as the batcher is
+//! so segments are small (1 MiB by default) and deleted as soon as the batcher is
 //! done with them: with a store that keeps up, two segments at most are resident.
 
 // The one place in schoolgate that writes through a raw pointer: a shared memory

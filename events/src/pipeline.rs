@@ -83,7 +83,7 @@ pub struct PipelineTuning {
     pub stats_interval: Duration,
     /// Spool segment size (32 MiB).
     pub segment_bytes: u64,
-    /// Journal segment size (4 MiB): written pages count in the resident set
+    /// Journal segment size (1 MiB): written pages count in the resident set
     /// until the segment is deleted, so keep it small.
     pub journal_segment_bytes: usize,
     /// Longest wait for one insert before it counts as a transient failure (60 s).
@@ -109,7 +109,7 @@ impl Default for PipelineTuning {
             fsync_interval: Duration::from_secs(1),
             stats_interval: Duration::from_secs(60),
             segment_bytes: 32 << 20,
-            journal_segment_bytes: 4 << 20,
+            journal_segment_bytes: 1 << 20,
             insert_timeout: Duration::from_secs(60),
             shutdown_insert_timeout: Duration::from_secs(5),
             guest_roles: vec!["guest".to_owned()],

@@ -837,9 +837,10 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
 
 fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(classify)?;
-    // (hour, school, role, action, class, category) -> (events, flagged)
-    type Key = (i64, String, String, u8, u8, i64);
-    let mut rollup: BTreeMap<Key, (i64, i64)> = BTreeMap::new();
+    // (hour, school, role, action, class, category) -> (events, flagged), borrowing
+    // the batch's strings: no allocation per event and category.
+    type Key<'a> = (i64, &'a str, &'a str, u8, u8, i64);
+    let mut rollup: BTreeMap<Key<'_>, (i64, i64)> = BTreeMap::new();
     // (hour, school, class, who) -> bypass bits
     let mut seen: HashMap<(i64, &str, u8, Who<'_>), i64> = HashMap::new();
     let bypass = bypass_mask();
@@ -853,18 +854,25 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
                  ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
             )
             .map_err(classify)?;
+        // Written into for each event instead of two new strings each.
+        let mut id = [0u8; ulid::ULID_LEN];
+        let mut client = String::with_capacity(48);
         for e in events {
             let user = e.user.as_deref().filter(|u| !u.is_empty());
             let device = e.device.as_deref().filter(|d| !d.is_empty());
+            client.clear();
+            // Writing to a String cannot fail.
+            let _ =
+                fmt::Write::write_fmt(&mut client, format_args!("{}", e.client_ip.to_canonical()));
             let inserted = stmt
                 .execute(params![
-                    e.id.to_string(),
+                    &*e.id.array_to_str(&mut id),
                     e.time_ms(),
                     e.retention_class().id(),
                     e.source.id(),
                     e.school,
                     e.node,
-                    e.client_ip.to_canonical().to_string(),
+                    client.as_str(),
                     user,
                     device,
                     e.role,
@@ -896,8 +904,8 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
                 let slot = rollup
                     .entry((
                         hour,
-                        e.school.clone(),
-                        e.role.clone(),
+                        e.school.as_str(),
+                        e.role.as_str(),
                         e.action as u8,
                         class,
                         category,
