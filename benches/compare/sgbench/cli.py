@@ -27,10 +27,11 @@ TOOLS = {
     "squid": "squid", "e2guardian": "e2guardian", "squidGuard": "squidguard",
     "unbound": "unbound", "dnsmasq": "dnsmasq-base", "nginx": "nginx", "nsd": "nsd",
     "dnsperf": "dnsperf", "wrk": "wrk", "curl": "curl", "openssl": "openssl",
+    "clickhouse-server": "clickhouse-server",
 }
 VERSIONED = {"squid": "squid", "e2guardian": "e2guardian", "squidguard": "squidguard",
              "unbound": "unbound", "dnsmasq": "dnsmasq-base", "nginx": "nginx", "nsd": "nsd",
-             "dnsperf": "dnsperf", "wrk": "wrk"}
+             "dnsperf": "dnsperf", "wrk": "wrk", "clickhouse": "clickhouse-server"}
 
 
 class SetupError(RuntimeError):
@@ -166,6 +167,10 @@ def prepare(a, binary):
     ctx.sg_log_on = peers.schoolgate_config(a.work, "sg-log-on", lists=shared, dns=True)
     ctx.sg_log_off = peers.schoolgate_config(a.work, "sg-log-off", lists=shared, dns=True,
                                              allowed_sample=2**32 - 1)
+    ctx.sg_log_ch = peers.schoolgate_config(a.work, "sg-log-ch", lists=shared, dns=True,
+                                            allowed_repeat_secs=0, clickhouse=True)
+    ctx.sg_proxy_ch = peers.schoolgate_config(a.work, "sg-proxy-ch", lists=shared, proxy=True,
+                                              clickhouse=True)
     ctx.sg_log_none = peers.schoolgate_config(a.work, "sg-log-none", lists=shared, dns=True,
                                               record=False)
     if "classifier" in a.only:

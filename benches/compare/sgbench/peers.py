@@ -12,6 +12,8 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 
 from . import blocklist
 from .servers import Server, dns_ready, tcp_ready
@@ -26,6 +28,9 @@ PORTS = {
     "schoolgate_proxy": 24128,
     "squid": 24328,
     "e2guardian": 24380,
+    "clickhouse_http": 24123,
+    "clickhouse_tcp": 24900,
+    "clickhouse_interserver": 24909,
 }
 
 
@@ -166,10 +171,13 @@ http {{
 # schoolgate.
 
 def schoolgate_config(work, name, *, lists, dns=False, proxy=False, allowed_sample=1,
-                      allowed_repeat_secs=60, keywords=True, curated=True, record=True):
+                      allowed_repeat_secs=60, keywords=True, curated=True, record=True,
+                      clickhouse=False):
     """A schoolgate config: role `pupil` for 127.0.0.1 blocking the pupil
     categories; `lists` is TOML text of [[lists]] entries. `record=False` keeps
-    no events at all (`[store] record = false`): the filter without monitoring."""
+    no events at all (`[store] record = false`): the filter without monitoring.
+    `clickhouse=True` sends them to the benchmark's ClickHouse server instead of
+    the embedded store."""
     d = _dir(work, name)
     state = _dir(d, "state")
     wipe_state(state)
@@ -201,11 +209,12 @@ allowed_repeat_secs = {allowed_repeat_secs}
 connect_ports = [443, {PORTS['nginx_tls']}]
 
 [store]
-backend = "embedded"
+backend = "{'clickhouse' if clickhouse else 'embedded'}"
 path = "{state}/events.sqlite"
 spool_dir = "{state}/spool"
 dead_letter = "{state}/dead-letter.jsonl"
 record = {str(record).lower()}
+{_clickhouse_store(name) if clickhouse else ""}
 
 [dashboard]
 state = "{state}/dashboard.sqlite"
@@ -223,6 +232,82 @@ role = "pupil"
 {lists}
 """
     return _write(os.path.join(d, "schoolgate.toml"), text)
+
+
+def _clickhouse_store(name):
+    db = "bench_" + re.sub(r"[^a-z0-9]", "_", name.lower())
+    return f"""[store.clickhouse]
+url = "http://127.0.0.1:{PORTS['clickhouse_http']}"
+database = "{db}"
+"""
+
+
+def clickhouse_query(sql):
+    """One query over ClickHouse's HTTP interface; the answer's text."""
+    req = urllib.request.Request(f"http://127.0.0.1:{PORTS['clickhouse_http']}/",
+                                 data=sql.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read().decode()
+
+
+def start_clickhouse(work):
+    """Debian's clickhouse-server on 127.0.0.1 with its own data directory: the
+    event store of a trust, here on the same cores as everything else."""
+    d = _dir(work, "clickhouse")
+    data = os.path.join(d, "data")
+    shutil.rmtree(data, ignore_errors=True)
+    for sub in ("tmp", "user_files", "format_schemas"):
+        os.makedirs(os.path.join(data, sub), exist_ok=True)
+    conf = _write(os.path.join(d, "config.xml"), f"""<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><console>1</console></logger>
+  <http_port>{PORTS['clickhouse_http']}</http_port>
+  <tcp_port>{PORTS['clickhouse_tcp']}</tcp_port>
+  <interserver_http_port>{PORTS['clickhouse_interserver']}</interserver_http_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{data}/</path>
+  <tmp_path>{data}/tmp/</tmp_path>
+  <user_files_path>{data}/user_files/</user_files_path>
+  <format_schema_path>{data}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>67108864</mark_cache_size>
+  <uncompressed_cache_size>67108864</uncompressed_cache_size>
+  <mlock_executable>false</mlock_executable>
+  <timezone>UTC</timezone>
+</yandex>
+""")
+    _write(os.path.join(d, "users.xml"), """<?xml version="1.0"?>
+<yandex>
+  <profiles><default></default></profiles>
+  <users>
+    <default>
+      <password></password>
+      <networks><ip>127.0.0.1</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+    </default>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+""")
+
+    def ready():
+        try:
+            return clickhouse_query("SELECT 1").strip() == "1"
+        except (OSError, urllib.error.URLError):
+            return False
+
+    return Server("clickhouse", ["clickhouse-server", f"--config-file={conf}"],
+                  os.path.join(d, "stdout.log"), ready, cwd=d).start()
+
+
+def clickhouse_events(config):
+    """Rows in the ClickHouse database of the schoolgate run from `config`."""
+    name = os.path.basename(os.path.dirname(config))
+    db = "bench_" + re.sub(r"[^a-z0-9]", "_", name.lower())
+    return int(clickhouse_query(f"SELECT count() FROM {db}.events").strip())
 
 
 def shared_list_toml(shared_path):

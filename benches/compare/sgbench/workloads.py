@@ -259,9 +259,11 @@ def _noerror_share(codes):
 
 
 def _dns_measure(ctx, workload, system, server, port, qfile, *, once, note=""):
+    ch = _ClickhouseCpu(ctx)
     win = machine.Window([server.pid], [ctx.nsd.pid]).start()
     r = dnsperf(ctx, port, qfile, seconds=ctx.dns_seconds, once=once)
     win.stop()
+    note = "; ".join(x for x in (note, ch.note(r["completed"], "query")) if x)
     server.check_alive()
     if r["completed"] == 0:
         raise RunError(f"{workload} / {system}: no query answered ({r['codes']})")
@@ -312,6 +314,43 @@ def run_dns(ctx):
 
 
 UNRECORDED = "schoolgate, no events (record = false)"
+INTO_CLICKHOUSE = "schoolgate, events into ClickHouse"
+
+
+def _with_clickhouse(ctx, measure):
+    """Runs `measure()` with the benchmark's ClickHouse server up (as
+    `ctx.clickhouse`, whose CPU the measuring windows report in the note: the
+    server CPU/op column stays schoolgate's alone, as with the store on another
+    machine)."""
+    ctx.clickhouse = peers.start_clickhouse(ctx.work)
+    try:
+        return measure()
+    finally:
+        ctx.clickhouse.stop()
+        ctx.clickhouse = None
+
+
+class _ClickhouseCpu:
+    """ClickHouse's CPU over one measuring window, when it is running."""
+
+    def __init__(self, ctx):
+        self.ch = getattr(ctx, "clickhouse", None)
+        self.cpu0 = machine.cpu_seconds([self.ch.pid]) if self.ch else 0
+
+    def note(self, ops, unit):
+        if not self.ch:
+            return ""
+        self.ch.check_alive()
+        cpu = machine.cpu_seconds([self.ch.pid]) - self.cpu0
+        per = {"query": "q", "request": "req"}[unit]
+        return f"ClickHouse's own CPU {cpu * 1e6 / max(ops, 1):,.1f} µs/{per}"
+
+
+def _count_after(measure, conf):
+    """`measure()`, then the events the run left in ClickHouse (while it is up)."""
+    row = measure()
+    row["stored"] = peers.clickhouse_events(conf)
+    return row
 
 
 def run_logging(ctx):
@@ -325,18 +364,29 @@ def run_logging(ctx):
     for label, conf in (("schoolgate, every query stored", ctx.sg_log_every),
                         ("schoolgate, default (repeats within 60 s skipped)", ctx.sg_log_on),
                         ("schoolgate, allowed events sampled out", ctx.sg_log_off),
-                        (UNRECORDED, ctx.sg_log_none)):
-        server = peers.start_schoolgate(ctx.binary, conf, dns=True, name=label)
+                        (UNRECORDED, ctx.sg_log_none),
+                        (INTO_CLICKHOUSE + ", every query", ctx.sg_log_ch)):
+        into_ch = conf is ctx.sg_log_ch
+
+        def measure():
+            server = peers.start_schoolgate(ctx.binary, conf, dns=True, name=label)
+            try:
+                port = peers.PORTS["schoolgate_dns"]
+                _check_dns(label, port, ctx.dns["blocked_names"][1])
+                dnsperf(ctx, port, ctx.dns["allowed"], seconds=30, once=True, verbose=False)
+                return _dns_measure(ctx, "logging (dns allowed hits)", label, server, port,
+                                    ctx.dns["allowed"], once=False)
+            finally:
+                server.stop()  # SIGTERM: the pipeline drains to the store first
+
+        row = _with_clickhouse(ctx, lambda: _count_after(measure, conf)) if into_ch else None
+        if row is not None:
+            stored = row.pop("stored")
+        else:
+            row = measure()
         try:
-            port = peers.PORTS["schoolgate_dns"]
-            _check_dns(label, port, ctx.dns["blocked_names"][1])
-            dnsperf(ctx, port, ctx.dns["allowed"], seconds=30, once=True, verbose=False)
-            row = _dns_measure(ctx, "logging (dns allowed hits)", label, server, port,
-                               ctx.dns["allowed"], once=False)
-        finally:
-            server.stop()  # SIGTERM: the pipeline drains to the store first
-        try:
-            stored = peers.stored_events(conf)
+            if not into_ch:
+                stored = peers.stored_events(conf)
         except Exception as e:
             raise RunError(f"logging / {label}: cannot count the stored events: {e}") from e
         if conf is ctx.sg_log_none and stored:
@@ -421,6 +471,11 @@ def _http_systems(ctx):
         return [peers.start_schoolgate(ctx.binary, ctx.sg_proxy_unrecorded, proxy=True,
                                        name=UNRECORDED)]
 
+    def sg_clickhouse():
+        ctx.clickhouse = peers.start_clickhouse(ctx.work)
+        return [peers.start_schoolgate(ctx.binary, ctx.sg_proxy_ch, proxy=True,
+                                       name=INTO_CLICKHOUSE)]
+
     def e2g():
         if ctx.squid is None or not ctx.squid.alive():
             ctx.squid = peers.start_squid(ctx.work, ctx.derived)
@@ -430,6 +485,7 @@ def _http_systems(ctx):
         ("nginx direct (no proxy)", lambda: [], None),
         ("schoolgate", sg, peers.PORTS["schoolgate_proxy"]),
         (UNRECORDED, sg_unrecorded, peers.PORTS["schoolgate_proxy"]),
+        (INTO_CLICKHOUSE, sg_clickhouse, peers.PORTS["schoolgate_proxy"]),
         (f"squid {ctx.versions['squid']}", squid, peers.PORTS["squid"]),
         (f"e2guardian {ctx.versions['e2guardian']} + squid", e2g, peers.PORTS["e2guardian"]),
     ]
@@ -465,15 +521,18 @@ def run_http(ctx):
                                    f"(want {want}): {body[:300]!r}")
             cases = [("http 1 KiB html", f"{origin}/1k.html"),
                      ("http 100 KiB image", f"{origin}/100k.jpg")]
-            # Without events only the page workloads: what monitoring costs a request.
-            unrecorded = system == UNRECORDED
-            if not direct and not unrecorded:
+            # Without events, or with them in ClickHouse, only the page workloads:
+            # what monitoring costs a request.
+            page_only = system in (UNRECORDED, INTO_CLICKHOUSE)
+            if not direct and not page_only:
                 cases.append(("http block page", blocked_url))
             for workload, url in cases:
                 host = url.split("/")[2]
+                ch = _ClickhouseCpu(ctx)
                 win = machine.Window(pids, upstream).start()
                 r = wrk(ctx, port, url, host, direct=direct)
                 win.stop()
+                ch_note = ch.note(r["requests"], "request")
                 for s in servers:
                     s.check_alive()
                 block = workload == "http block page"
@@ -493,9 +552,10 @@ def run_http(ctx):
                                    f"for {r['requests']} requests")
                 if errors:
                     note = r["error_text"]
+                note = "; ".join(x for x in (note, ch_note) if x)
                 rows.append(_row(workload, system, "request", r["requests"], win,
                                  r["client_cpu"], p50=r["p50_ms"], p99=r["p99_ms"], note=note))
-            for workload, mode, unit in (() if unrecorded else
+            for workload, mode, unit in (() if page_only else
                                          (("connect tunnel bulk", "bulk", "MiB"),
                                           ("connect new tunnels", "setup", "tunnel"))):
                 argv = [sys.executable, "-m", "sgbench.tunnel_client", mode, "--target",
@@ -526,6 +586,14 @@ def run_http(ctx):
             for s in reversed(servers):
                 if not (squid_next and s is ctx.squid):
                     s.stop()
+            if getattr(ctx, "clickhouse", None) is not None:
+                try:
+                    stored = peers.clickhouse_events(ctx.sg_proxy_ch)
+                finally:
+                    ctx.clickhouse.stop()
+                    ctx.clickhouse = None
+                if not stored:
+                    raise RunError(f"http / {system}: no event reached ClickHouse")
     if ctx.squid is not None:
         ctx.squid.stop()
     return rows
