@@ -396,12 +396,48 @@ fn unleet(b: u8) -> u8 {
     }
 }
 
+/// Per byte: bit 0 a letter, bit 1 a leetspeak character ([`unleet`] changes
+/// it), and the same two swapped in bits 3 and 2, so that `kind[b] & kind[a] >> 2`
+/// is non-zero exactly when one of the neighbours `a b` is a letter and the other
+/// a leetspeak character.
+const LEET_KIND: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let letter = c.is_ascii_alphabetic() as u8;
+        let leet = matches!(
+            c,
+            b'0' | b'1' | b'!' | b'3' | b'4' | b'@' | b'5' | b'$' | b'7'
+        ) as u8;
+        t[b] = letter | leet << 1 | leet << 2 | letter << 3;
+        b += 1;
+    }
+    t
+};
+
+/// Whether some leetspeak character stands beside a letter (one branch-free
+/// pass; most hosts and paths have none, and then need no second scan).
+fn has_leet_in_word(text: &[u8]) -> bool {
+    let mut prev = 0u8;
+    let mut found = 0u8;
+    for &b in text {
+        let kind = LEET_KIND[usize::from(b)];
+        found |= kind & prev >> 2;
+        prev = kind;
+    }
+    found != 0
+}
+
 impl Matcher {
     fn scan(&self, text: &[u8], acc: &mut Accumulator) {
         self.scan_once(text, acc);
         // Undo leetspeak only inside words: `p0rn` → `porn`, but a pure number
         // stays a number so `bet365` and `1xbet` are still themselves. Most hosts
         // and paths have no such character: find out without allocating.
+        if !has_leet_in_word(text) {
+            return;
+        }
         let leet_at = |i: usize| {
             unleet(text[i]) != text[i]
                 && ((i > 0 && text[i - 1].is_ascii_alphabetic())
@@ -639,6 +675,20 @@ mod tests {
         let r = rules();
         assert!(!r.scan_url("p0rn.example", "").categories.is_empty());
         assert!(!r.scan_url("c4sino.example", "").categories.is_empty());
+    }
+
+    #[test]
+    fn leet_kinds_match_unleet() {
+        for b in 0..=255u8 {
+            let kind = LEET_KIND[usize::from(b)];
+            assert_eq!(kind & 1 != 0, b.is_ascii_alphabetic(), "{b}");
+            assert_eq!(kind & 2 != 0, unleet(b) != b, "{b}");
+        }
+        assert!(has_leet_in_word(b"p0rn"));
+        assert!(has_leet_in_word(b"x4"));
+        assert!(has_leet_in_word(b"4x"));
+        assert!(!has_leet_in_word(b"/2026/5/x-y"));
+        assert!(!has_leet_in_word(b""));
     }
 
     #[test]
