@@ -27,7 +27,9 @@
 //! the same leftmost-longest search as [`AhoCorasick::find_iter`] (search from a
 //! position, keep the last match state seen until the dead state, resume after
 //! the match), reading ASCII upper case as lower case on the way so that a path
-//! is never copied to be lowercased.
+//! is never copied to be lowercased. Each byte's step waits on the one before
+//! (a table load), so the host and the path are walked together, two
+//! independent chains the core overlaps.
 
 use std::collections::{HashMap, HashSet};
 
@@ -271,10 +273,7 @@ impl KeywordRules {
     pub fn scan_url(&self, host: &str, path: &str) -> KeywordMatches {
         let mut acc = Accumulator::default();
         if let Some(m) = &self.url {
-            m.scan(host.as_bytes(), &mut acc);
-            if !path.is_empty() {
-                m.scan(path.as_bytes(), &mut acc);
-            }
+            m.scan_pair(host.as_bytes(), path.as_bytes(), &mut acc);
         }
         acc.finish(self.url.as_ref())
     }
@@ -432,6 +431,40 @@ fn has_leet_in_word(text: &[u8]) -> bool {
 impl Matcher {
     fn scan(&self, text: &[u8], acc: &mut Accumulator) {
         self.scan_once(text, acc);
+        self.scan_unleet(text, acc);
+    }
+
+    /// [`Matcher::scan`] of `a`, then of `b` unless it is empty (a host and a
+    /// path), with the two first passes walked together (see
+    /// [`UrlDfa::find_each2`]); `b`'s matches are counted after `a`'s second
+    /// pass, as one scan after the other would.
+    fn scan_pair(&self, a: &[u8], b: &[u8], acc: &mut Accumulator) {
+        let Scan::Leftmost(dfa) = &self.automaton else {
+            self.scan(a, acc);
+            if !b.is_empty() {
+                self.scan(b, acc);
+            }
+            return;
+        };
+        if b.is_empty() {
+            return self.scan(a, acc);
+        }
+        let mut later: smallvec::SmallVec<[(u32, usize, usize); 4]> = smallvec::SmallVec::new();
+        dfa.find_each2(
+            a,
+            b,
+            |pattern, start, end| self.count(a, pattern, start, end, acc),
+            |pattern, start, end| later.push((pattern, start, end)),
+        );
+        self.scan_unleet(a, acc);
+        for (pattern, start, end) in later {
+            self.count(b, pattern, start, end, acc);
+        }
+        self.scan_unleet(b, acc);
+    }
+
+    /// The second pass of [`Matcher::scan`], if the text needs one.
+    fn scan_unleet(&self, text: &[u8], acc: &mut Accumulator) {
         // Undo leetspeak only inside words: `p0rn` → `porn`, but a pure number
         // stays a number so `bet365` and `1xbet` are still themselves. Most hosts
         // and paths have no such character: find out without allocating.
@@ -597,29 +630,132 @@ impl UrlDfa {
     /// Calls `f(pattern, start, end)` for each leftmost-longest, non-overlapping
     /// match, as `AhoCorasick::find_iter` reports them.
     fn find_each(&self, text: &[u8], mut f: impl FnMut(u32, usize, usize)) {
-        let mut at = 0;
-        while at < text.len() {
-            // The last match state seen (0: none yet), and where it ended.
-            let (mut matched, mut end) = (0, 0);
-            let mut sid = self.start;
-            let mut i = at;
-            while let Some(&b) = text.get(i) {
-                sid = self.trans[(sid + u32::from(self.classes[usize::from(b)])) as usize];
-                i += 1;
-                if sid <= self.max_match {
-                    if sid == 0 {
-                        break;
-                    }
-                    (matched, end) = (sid, i);
+        let mut lane = Lane::new(text, self.start);
+        self.run(&mut lane, &mut f);
+    }
+
+    /// [`UrlDfa::find_each`] over two texts at once: each byte's transition
+    /// waits for the one before it, so a single text keeps the core waiting on
+    /// the table; two independent walks interleaved take little longer than one.
+    /// `fa` sees `a`'s matches in order, `fb` sees `b`'s.
+    fn find_each2(
+        &self,
+        a: &[u8],
+        b: &[u8],
+        mut fa: impl FnMut(u32, usize, usize),
+        mut fb: impl FnMut(u32, usize, usize),
+    ) {
+        let (mut la, mut lb) = (Lane::new(a, self.start), Lane::new(b, self.start));
+        loop {
+            // The walks in locals, so the loop keeps them in registers.
+            let (mut sa, mut sb, mut ia, mut ib) = (la.sid, lb.sid, la.i, lb.i);
+            while let (Some(&x), Some(&y)) = (a.get(ia), b.get(ib)) {
+                sa = self.next(sa, x);
+                sb = self.next(sb, y);
+                ia += 1;
+                ib += 1;
+                if sa <= self.max_match || sb <= self.max_match {
+                    break;
                 }
             }
-            if matched == 0 {
+            (la.sid, lb.sid, la.i, lb.i) = (sa, sb, ia, ib);
+            let a_live = self.after_walk(&mut la, &mut fa);
+            let b_live = self.after_walk(&mut lb, &mut fb);
+            match (a_live, b_live) {
+                (true, true) => {}
+                (true, false) => return self.run(&mut la, &mut fa),
+                (false, true) => return self.run(&mut lb, &mut fb),
+                (false, false) => return,
+            }
+        }
+    }
+
+    /// Handles whatever stopped a lane's walk, if anything did: a match state, the
+    /// dead state, the end of its text. False once the lane is done. Seeing the
+    /// same match state again (the other lane stopped the walk) changes nothing.
+    fn after_walk(&self, lane: &mut Lane<'_>, f: &mut impl FnMut(u32, usize, usize)) -> bool {
+        if lane.sid <= self.max_match && !self.on_special(lane, f) {
+            return false;
+        }
+        lane.i < lane.text.len() || self.on_end(lane, f)
+    }
+
+    /// The state after `sid` on byte `b`.
+    #[inline(always)]
+    fn next(&self, sid: u32, b: u8) -> u32 {
+        self.trans[(sid + u32::from(self.classes[usize::from(b)])) as usize]
+    }
+
+    /// Runs one search to the end of its text.
+    fn run(&self, lane: &mut Lane<'_>, f: &mut impl FnMut(u32, usize, usize)) {
+        loop {
+            // The walk in locals, so the loop keeps it in registers.
+            let (mut sid, mut i) = (lane.sid, lane.i);
+            let mut special = false;
+            while let Some(&b) = lane.text.get(i) {
+                sid = self.next(sid, b);
+                i += 1;
+                if sid <= self.max_match {
+                    special = true;
+                    break;
+                }
+            }
+            (lane.sid, lane.i) = (sid, i);
+            let live = if special {
+                self.on_special(lane, f)
+            } else {
+                self.on_end(lane, f)
+            };
+            if !live {
                 return;
             }
-            let (pattern, len) = self.matches[(matched / self.stride) as usize - 1];
-            f(pattern, end - len as usize, end);
-            // Patterns are never empty, so the search always moves on.
-            at = end;
+        }
+    }
+
+    /// A lane entered a match state or the dead state; false once it is done.
+    #[inline(always)]
+    fn on_special(&self, lane: &mut Lane<'_>, f: &mut impl FnMut(u32, usize, usize)) -> bool {
+        if lane.sid == 0 {
+            return self.on_end(lane, f);
+        }
+        (lane.matched, lane.end) = (lane.sid, lane.i);
+        true
+    }
+
+    /// A lane's search ended (the dead state or the end of its text): reports the
+    /// last match and searches again right after it; false when there was none,
+    /// or it ended the text.
+    fn on_end(&self, lane: &mut Lane<'_>, f: &mut impl FnMut(u32, usize, usize)) -> bool {
+        if lane.matched == 0 {
+            return false;
+        }
+        let (pattern, len) = self.matches[(lane.matched / self.stride) as usize - 1];
+        f(pattern, lane.end - len as usize, lane.end);
+        // Patterns are never empty, so the search always moves on.
+        (lane.i, lane.sid, lane.matched) = (lane.end, self.start, 0);
+        lane.i < lane.text.len()
+    }
+}
+
+/// One text's search in progress: `find_each`'s loop state.
+struct Lane<'t> {
+    text: &'t [u8],
+    /// The next byte to read.
+    i: usize,
+    sid: u32,
+    /// The last match state seen in this search (0: none yet), and where it ended.
+    matched: u32,
+    end: usize,
+}
+
+impl<'t> Lane<'t> {
+    fn new(text: &'t [u8], start: u32) -> Lane<'t> {
+        Lane {
+            text,
+            i: 0,
+            sid: start,
+            matched: 0,
+            end: 0,
         }
     }
 }
@@ -675,6 +811,82 @@ mod tests {
         let r = rules();
         assert!(!r.scan_url("p0rn.example", "").categories.is_empty());
         assert!(!r.scan_url("c4sino.example", "").categories.is_empty());
+    }
+
+    /// Texts made of the built-in URL keywords (and neutral words), upper case
+    /// and leetspeak here and there, and filler between them.
+    fn keyword_texts() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let words: Vec<String> = match &BUILTIN_RULES.url {
+            Some(m) => m.patterns.iter().map(|p| p.text.to_string()).collect(),
+            None => Vec::new(),
+        };
+        let piece = prop_oneof![
+            proptest::sample::select(words),
+            "[a-zA-Z0-9./!@$-]{0,4}",
+            "[A-Z]{1,4}",
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|p| p.concat().into_bytes())
+    }
+
+    /// Built once: the proptests below would otherwise compile them per case.
+    static BUILTIN_RULES: std::sync::LazyLock<KeywordRules> =
+        std::sync::LazyLock::new(KeywordRules::builtin);
+
+    /// `aho-corasick`'s own leftmost-longest search over the URL keywords.
+    static URL_REFERENCE: std::sync::LazyLock<AhoCorasick> = std::sync::LazyLock::new(|| {
+        let texts: Vec<&str> = BUILTIN_RULES.url.as_ref().map_or(Vec::new(), |m| {
+            m.patterns.iter().map(|p| &*p.text).collect()
+        });
+        AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(texts)
+            .unwrap()
+    });
+
+    fn url_dfa(r: &KeywordRules) -> &UrlDfa {
+        match r.url.as_ref().map(|m| &m.automaton) {
+            Some(Scan::Leftmost(dfa)) => dfa,
+            _ => panic!("the built-in rules have a URL scope"),
+        }
+    }
+
+    proptest::proptest! {
+        /// The table walk finds what `aho-corasick` finds, and two texts walked
+        /// together give each text's matches as walked alone.
+        #[test]
+        fn url_walks_match_aho_corasick(a in keyword_texts(), b in keyword_texts()) {
+            let r = &*BUILTIN_RULES;
+            let dfa = url_dfa(r);
+            let reference = &*URL_REFERENCE;
+            let alone = |t: &[u8]| {
+                let mut found = Vec::new();
+                dfa.find_each(t, |p, s, e| found.push((p, s, e)));
+                found
+            };
+            for t in [&a, &b] {
+                let lower = t.to_ascii_lowercase();
+                let expected: Vec<(u32, usize, usize)> = reference
+                    .find_iter(&lower)
+                    .map(|m| (m.pattern().as_u32(), m.start(), m.end()))
+                    .collect();
+                proptest::prop_assert_eq!(alone(t), expected);
+            }
+            let (mut in_a, mut in_b) = (Vec::new(), Vec::new());
+            dfa.find_each2(&a, &b, |p, s, e| in_a.push((p, s, e)), |p, s, e| in_b.push((p, s, e)));
+            proptest::prop_assert_eq!(in_a, alone(&a));
+            proptest::prop_assert_eq!(in_b, alone(&b));
+            // And a host and path scanned together score as one after the other.
+            let mut one_by_one = Accumulator::default();
+            let m = r.url.as_ref().unwrap();
+            m.scan(&a, &mut one_by_one);
+            if !b.is_empty() {
+                m.scan(&b, &mut one_by_one);
+            }
+            let mut paired = Accumulator::default();
+            m.scan_pair(&a, &b, &mut paired);
+            proptest::prop_assert_eq!(paired.finish(Some(m)), one_by_one.finish(Some(m)));
+        }
     }
 
     #[test]
