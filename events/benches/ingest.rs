@@ -171,7 +171,7 @@ fn journal_alone(n: u64, hosts: &[String]) {
     }
     let encode = started.elapsed();
     let dir = tempfile::tempdir().unwrap();
-    let j = Journal::open(dir.path(), 4 << 20, &journal::recover(dir.path()).unwrap()).unwrap();
+    let j = Journal::open(dir.path(), 1 << 20, &journal::recover(dir.path()).unwrap()).unwrap();
     let started = Instant::now();
     let mut slots = Vec::with_capacity(10_000);
     for e in &events {
