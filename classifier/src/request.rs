@@ -66,21 +66,29 @@ impl<'a> UrlParts<'a> {
                 b[i] == b':' && b.get(i + 1) == Some(&b'/') && b.get(i + 2) == Some(&b'/')
             });
         let rest = scheme_end.map_or(url, |i| &url[i + 3..]);
-        let rest = match rest.bytes().position(|c| c == b'#') {
-            Some(i) => &rest[..i],
-            None => rest,
-        };
-        let auth_end = rest
-            .bytes()
-            .position(|c| c == b'/' || c == b'?')
-            .unwrap_or(rest.len());
+        // The authority ends at the first `/`, `?` or `#`, the path at the first
+        // `?` or `#` after it, the query at the first `#` after that; everything
+        // from the first `#` on is the fragment.
+        let auth_end = first_of(rest.as_bytes(), [b'/', b'?', b'#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(auth_end);
+        let (tail, path_end) = match first_of(tail.as_bytes(), [b'?', b'#']) {
+            Some(i) if tail.as_bytes()[i] == b'#' => (&tail[..i], i),
+            Some(i) => match first_of(&tail.as_bytes()[i..], [b'#']) {
+                Some(j) => (&tail[..i + j], i),
+                None => (tail, i),
+            },
+            None => (tail, tail.len()),
+        };
         // Drop any `user:pass@`.
-        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let authority = match first_of(authority.as_bytes(), [b'@']) {
+            Some(_) => authority.rsplit('@').next().unwrap_or(authority),
+            None => authority,
+        };
         let (host, port) = split_host_port(authority);
-        let (path, query) = match tail.find('?') {
-            Some(i) => (&tail[..i], Some(&tail[i + 1..])),
-            None => (tail, None),
+        let (path, query) = if path_end < tail.len() {
+            (&tail[..path_end], Some(&tail[path_end + 1..]))
+        } else {
+            (tail, None)
         };
         let path = if path.is_empty() {
             if query.is_some() || !tail.is_empty() {
@@ -111,18 +119,134 @@ pub fn split_host_port(authority: &str) -> (&str, Option<u16>) {
         }
         return (authority, None);
     }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => match p.parse() {
-            Ok(port) => (h, Some(port)),
+    // A port only after the one colon (more would be an unbracketed IPv6 address).
+    let b = authority.as_bytes();
+    match first_of(b, [b':']) {
+        Some(i) if first_of(&b[i + 1..], [b':']).is_none() => match authority[i + 1..].parse() {
+            Ok(port) => (&authority[..i], Some(port)),
             Err(_) => (authority, None),
         },
         _ => (authority, None),
     }
 }
 
+/// Where the first of the `needles` is in `hay`, eight bytes at a time: a URL
+/// is parsed on every request, and byte-at-a-time scans were most of its cost.
+fn first_of<const N: usize>(hay: &[u8], needles: [u8; N]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        // A byte of `x` is zero where the word holds the needle; the lowest such
+        // byte is flagged exactly (a borrow can only flag bytes above it).
+        let mut found = 0;
+        for n in needles {
+            let x = word ^ (ONES * u64::from(n));
+            found |= x.wrapping_sub(ONES) & !x & HIGH;
+        }
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .position(|c| needles.contains(c))
+        .map(|i| at + i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
+
+    /// The byte-at-a-time parse this module had before [`first_of`].
+    fn parse_reference(url: &str) -> UrlParts<'_> {
+        let url = url.trim();
+        let b = url.as_bytes();
+        let scheme_end = b
+            .iter()
+            .position(|&c| matches!(c, b':' | b'/' | b'?' | b'#'))
+            .filter(|&i| {
+                b[i] == b':' && b.get(i + 1) == Some(&b'/') && b.get(i + 2) == Some(&b'/')
+            });
+        let rest = scheme_end.map_or(url, |i| &url[i + 3..]);
+        let rest = match rest.bytes().position(|c| c == b'#') {
+            Some(i) => &rest[..i],
+            None => rest,
+        };
+        let auth_end = rest
+            .bytes()
+            .position(|c| c == b'/' || c == b'?')
+            .unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(auth_end);
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = if authority.starts_with('[') {
+            split_host_port(authority)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => match p.parse() {
+                    Ok(port) => (h, Some(port)),
+                    Err(_) => (authority, None),
+                },
+                _ => (authority, None),
+            }
+        };
+        let (path, query) = match tail.find('?') {
+            Some(i) => (&tail[..i], Some(&tail[i + 1..])),
+            None => (tail, None),
+        };
+        let path = if path.is_empty() {
+            if query.is_some() || !tail.is_empty() {
+                Some("/")
+            } else {
+                None
+            }
+        } else {
+            Some(path)
+        };
+        UrlParts {
+            host,
+            port,
+            path,
+            query,
+        }
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time parse splits any URL as the byte-at-a-time one did.
+        #[test]
+        fn parses_as_byte_at_a_time(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(vec![
+                        "http://", "https://", "u:p@", "@", "[::1]", ":8080", ":", "/", "?",
+                        "#", "=", "&", " ", "www.example.com", "/a/b", "q=1",
+                    ])
+                    .prop_map(String::from),
+                    "[a-z0-9.]{0,9}",
+                ],
+                0..10,
+            )
+        ) {
+            let url = pieces.concat();
+            proptest::prop_assert_eq!(UrlParts::parse(&url), parse_reference(&url));
+        }
+    }
+
+    #[test]
+    fn finds_the_first_needle() {
+        let hay = b"0123456789abcdef/x?y#z";
+        for i in 0..hay.len() {
+            let expected = hay[i..].iter().position(|c| b"/?#".contains(c));
+            assert_eq!(first_of(&hay[i..], [b'/', b'?', b'#']), expected);
+        }
+        assert_eq!(first_of(b"", [b'#']), None);
+    }
 
     #[test]
     fn parses_urls() {
