@@ -131,8 +131,9 @@ pub fn split_host_port(authority: &str) -> (&str, Option<u16>) {
 }
 
 /// Where the first of the `needles` is in `hay`, eight bytes at a time: a URL
-/// is parsed on every request, and byte-at-a-time scans were most of its cost.
-fn first_of<const N: usize>(hay: &[u8], needles: [u8; N]) -> Option<usize> {
+/// is parsed (and its path searched for `%`) on every request, and
+/// byte-at-a-time scans were most of the parse's cost.
+pub(crate) fn first_of<const N: usize>(hay: &[u8], needles: [u8; N]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut chunks = hay.chunks_exact(8);

@@ -146,7 +146,7 @@ pub fn safesearch_rewrite(
 
 /// Percent-decodes a URL path for keyword scanning (lossy on invalid UTF-8).
 pub fn decode_path(path: &str) -> Cow<'_, str> {
-    if path.contains('%') {
+    if crate::request::first_of(path.as_bytes(), [b'%']).is_some() {
         percent_encoding::percent_decode_str(path).decode_utf8_lossy()
     } else {
         Cow::Borrowed(path)
