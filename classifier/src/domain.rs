@@ -331,6 +331,7 @@ pub struct HostSuffixes<'h> {
 }
 
 impl<'h> HostSuffixes<'h> {
+    #[inline]
     pub fn new(host: &'h str) -> HostSuffixes<'h> {
         // The same suffixes as [`suffixes`]: a suffix starts after each dot.
         let mut keys = smallvec::SmallVec::new();
