@@ -18,7 +18,8 @@
 # Workloads:
 #   hit    cache-hit-heavy: 90 % of 1 000 names already cached, 10 % blocked names
 #   miss   cache-miss-heavy: 90 % never-seen names (an NSD wildcard), 10 % blocked
-#   10k    the hit mix at a fixed 10 000 queries/s: latency without saturation
+#   10k    the hit mix at a fixed 10 000 queries/s: latency without saturation,
+#          once the server is at rest (settle: under 5% of a core, at most 60 s)
 # Each round measures every server on every workload, one after the other, so
 # background load on a shared machine falls on all of them alike; the table
 # gives the median of the rounds. Reported: queries/s, p50/p99 latency (from
@@ -53,6 +54,11 @@ HIT_NAMES=1000
 PORT_NSD=15390
 declare -A PORT=([schoolgate]=15391 [schoolgate-default]=15394 [schoolgate-nostore]=15395 [unbound]=15392 [dnsmasq]=15393)
 SERVERS=(schoolgate schoolgate-default schoolgate-nostore unbound dnsmasq)
+# DNSPERF_ONLY="schoolgate-default unbound" measures some of them;
+# SG_ENV="MALLOC_ARENA_MAX=2" (the default) is schoolgate's environment.
+[ -n "${DNSPERF_ONLY:-}" ] && read -ra SERVERS <<< "$DNSPERF_ONLY"
+SG_ENV=${SG_ENV-MALLOC_ARENA_MAX=2}
+wanted() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
 CONCURRENCY=(-c 8 -q 200)
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -158,6 +164,19 @@ PY
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+# Waits (at most 60 s) until a server uses under 5% of a core: the fixed-rate
+# run measures a server at rest, not one still storing the events the
+# saturating runs before it left queued (schoolgate's writer catches up at low
+# priority, and other servers' runs keep the cores busy meanwhile).
+settle() { # pid -> seconds waited
+    local pid=$1 waited=0 before after
+    while [ "$waited" -lt 60 ]; do
+        before=$(cpu_ticks "$pid"); sleep 1; after=$(cpu_ticks "$pid")
+        waited=$((waited + 1))
+        [ $(( (after - before) * 100 )) -lt $((CLK_TCK * 5)) ] && break
+    done
+    echo "$waited"
+}
 
 wait_ready() { # name pid port
     local name=$1 pid=$2 port=$3
@@ -186,7 +205,8 @@ RAW="$WORK/raw.tsv"
 measure() {
     local name=$1 workload=$2 round=$3 file=$4; shift 4
     local pid=${PID[$name]} port=${PORT[$name]:-$PORT_NSD} vlog="$WORK/dnsperf.log"
-    local before after queries qps lost lat cpu_us
+    local before after queries qps lost lat cpu_us settled=""
+    if [ "$workload" = 10k ]; then settled=" (settled after $(settle "$pid") s)"; fi
     before=$(cpu_ticks "$pid")
     timeout $((SECONDS_PER_RUN + 60)) dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$SECONDS_PER_RUN" -t 2 -v "$@" > "$vlog" 2>&1 || true
     after=$(cpu_ticks "$pid")
@@ -208,7 +228,7 @@ measure() {
     cpu_us=$(awk -v t=$((after - before)) -v q="${queries:-0}" -v hz="$CLK_TCK" \
         'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "-" }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$workload" "$round" "${qps:-0}" "${lat% *}" "${lat#* }" "$cpu_us" "${lost:-?}" >> "$RAW"
-    log "$name $workload r$round: ${qps:-0} q/s, p50/p99 ${lat} ms, ${cpu_us} µs CPU/query, lost ${lost:-?}"
+    log "$name $workload r$round: ${qps:-0} q/s, p50/p99 ${lat} ms, ${cpu_us} µs CPU/query, lost ${lost:-?}$settled"
     rm -f "$vlog"
 }
 
@@ -273,6 +293,7 @@ EOF
 }
 
 for name in schoolgate schoolgate-default schoolgate-nostore; do
+    wanted "$name" || continue
     dir="$WORK/$name"
     mkdir -p "$dir"
     repeat=60
@@ -280,7 +301,8 @@ for name in schoolgate schoolgate-default schoolgate-nostore; do
     [ "$name" = schoolgate ] && repeat=0
     [ "$name" = schoolgate-nostore ] && extra=(--discard-events --no-journal)
     sg_config "${PORT[$name]}" "$repeat" "$dir" > "$dir/schoolgate.toml"
-    start "$name" env MALLOC_ARENA_MAX=2 "$SG_BIN" "$dir/schoolgate.toml" "${extra[@]}" --ut1-dir "$DATA/lists/ut1" \
+    # shellcheck disable=SC2086 # SG_ENV is a list of NAME=value words
+    start "$name" env $SG_ENV "$SG_BIN" "$dir/schoolgate.toml" "${extra[@]}" --ut1-dir "$DATA/lists/ut1" \
         "$DATA/lists/blocklistproject/drugs.txt.gz=drugs" \
         "$DATA/lists/blocklistproject/gambling.txt.gz=gambling" \
         "$DATA/lists/blocklistproject/piracy.txt.gz=piracy" \
@@ -312,7 +334,7 @@ forward-zone:
   name: "."
   forward-addr: 127.0.0.1@$PORT_NSD
 EOF
-start unbound unbound -d -c "$WORK/unbound.conf"
+wanted unbound && start unbound unbound -d -c "$WORK/unbound.conf"
 
 cat > "$WORK/dnsmasq.conf" <<EOF
 port=${PORT[dnsmasq]}
@@ -326,7 +348,7 @@ server=127.0.0.1#$PORT_NSD
 cache-size=100000
 conf-file=$WORK/dnsmasq-block.conf
 EOF
-start dnsmasq dnsmasq -k --conf-file="$WORK/dnsmasq.conf" --log-facility=-
+wanted dnsmasq && start dnsmasq dnsmasq -k --conf-file="$WORK/dnsmasq.conf" --log-facility=-
 
 declare -A RSS_START=()
 for name in "${SERVERS[@]}"; do
