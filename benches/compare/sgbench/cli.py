@@ -147,6 +147,7 @@ def prepare(a, binary):
     ctx.binary, ctx.work, ctx.data = binary, a.work, a.data
     ctx.dns_seconds, ctx.http_seconds = a.dns_seconds, a.http_seconds
     ctx.classifier_lines, ctx.wrk_connections = a.classifier_lines, 32
+    ctx.clickhouse = None  # the benchmark's ClickHouse server while a row needs it
     ctx.versions = versions(binary)
     os.makedirs(a.work, exist_ok=True)
     if not os.path.isdir(os.path.join(a.data, "lists", "ut1")):

@@ -234,11 +234,15 @@ role = "pupil"
     return _write(os.path.join(d, "schoolgate.toml"), text)
 
 
+def _clickhouse_db(name):
+    """The ClickHouse database of the schoolgate config called `name`."""
+    return "bench_" + re.sub(r"[^a-z0-9]", "_", name.lower())
+
+
 def _clickhouse_store(name):
-    db = "bench_" + re.sub(r"[^a-z0-9]", "_", name.lower())
     return f"""[store.clickhouse]
 url = "http://127.0.0.1:{PORTS['clickhouse_http']}"
-database = "{db}"
+database = "{_clickhouse_db(name)}"
 """
 
 
@@ -305,8 +309,7 @@ def start_clickhouse(work):
 
 def clickhouse_events(config):
     """Rows in the ClickHouse database of the schoolgate run from `config`."""
-    name = os.path.basename(os.path.dirname(config))
-    db = "bench_" + re.sub(r"[^a-z0-9]", "_", name.lower())
+    db = _clickhouse_db(os.path.basename(os.path.dirname(config)))
     return int(clickhouse_query(f"SELECT count() FROM {db}.events").strip())
 
 

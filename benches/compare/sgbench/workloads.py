@@ -317,24 +317,19 @@ UNRECORDED = "schoolgate, no events (record = false)"
 INTO_CLICKHOUSE = "schoolgate, events into ClickHouse"
 
 
-def _with_clickhouse(ctx, measure):
-    """Runs `measure()` with the benchmark's ClickHouse server up (as
-    `ctx.clickhouse`, whose CPU the measuring windows report in the note: the
-    server CPU/op column stays schoolgate's alone, as with the store on another
-    machine)."""
-    ctx.clickhouse = peers.start_clickhouse(ctx.work)
-    try:
-        return measure()
-    finally:
-        ctx.clickhouse.stop()
-        ctx.clickhouse = None
+def _stop_clickhouse(ctx):
+    """Stops the benchmark's ClickHouse. While it runs (`ctx.clickhouse`) the
+    measuring windows report its CPU in the note: the server CPU/op column stays
+    schoolgate's alone, as with the store on another machine."""
+    ctx.clickhouse.stop()
+    ctx.clickhouse = None
 
 
 class _ClickhouseCpu:
     """ClickHouse's CPU over one measuring window, when it is running."""
 
     def __init__(self, ctx):
-        self.ch = getattr(ctx, "clickhouse", None)
+        self.ch = ctx.clickhouse
         self.cpu0 = machine.cpu_seconds([self.ch.pid]) if self.ch else 0
 
     def note(self, ops, unit):
@@ -344,13 +339,6 @@ class _ClickhouseCpu:
         cpu = machine.cpu_seconds([self.ch.pid]) - self.cpu0
         per = {"query": "q", "request": "req"}[unit]
         return f"ClickHouse's own CPU {cpu * 1e6 / max(ops, 1):,.1f} µs/{per}"
-
-
-def _count_after(measure, conf):
-    """`measure()`, then the events the run left in ClickHouse (while it is up)."""
-    row = measure()
-    row["stored"] = peers.clickhouse_events(conf)
-    return row
 
 
 def run_logging(ctx):
@@ -367,28 +355,25 @@ def run_logging(ctx):
                         (UNRECORDED, ctx.sg_log_none),
                         (INTO_CLICKHOUSE + ", every query", ctx.sg_log_ch)):
         into_ch = conf is ctx.sg_log_ch
-
-        def measure():
+        if into_ch:
+            ctx.clickhouse = peers.start_clickhouse(ctx.work)
+        try:
             server = peers.start_schoolgate(ctx.binary, conf, dns=True, name=label)
             try:
                 port = peers.PORTS["schoolgate_dns"]
                 _check_dns(label, port, ctx.dns["blocked_names"][1])
                 dnsperf(ctx, port, ctx.dns["allowed"], seconds=30, once=True, verbose=False)
-                return _dns_measure(ctx, "logging (dns allowed hits)", label, server, port,
-                                    ctx.dns["allowed"], once=False)
+                row = _dns_measure(ctx, "logging (dns allowed hits)", label, server, port,
+                                   ctx.dns["allowed"], once=False)
             finally:
                 server.stop()  # SIGTERM: the pipeline drains to the store first
-
-        row = _with_clickhouse(ctx, lambda: _count_after(measure, conf)) if into_ch else None
-        if row is not None:
-            stored = row.pop("stored")
-        else:
-            row = measure()
-        try:
-            if not into_ch:
-                stored = peers.stored_events(conf)
-        except Exception as e:
-            raise RunError(f"logging / {label}: cannot count the stored events: {e}") from e
+            try:
+                stored = peers.clickhouse_events(conf) if into_ch else peers.stored_events(conf)
+            except Exception as e:
+                raise RunError(f"logging / {label}: cannot count the stored events: {e}") from e
+        finally:
+            if into_ch:
+                _stop_clickhouse(ctx)
         if conf is ctx.sg_log_none and stored:
             raise RunError(f"logging / {label}: {stored} events stored with record = false")
         row["note"] = "; ".join(x for x in (row["note"], f"{stored:,} events stored") if x)
@@ -586,12 +571,11 @@ def run_http(ctx):
             for s in reversed(servers):
                 if not (squid_next and s is ctx.squid):
                     s.stop()
-            if getattr(ctx, "clickhouse", None) is not None:
+            if ctx.clickhouse is not None:
                 try:
                     stored = peers.clickhouse_events(ctx.sg_proxy_ch)
                 finally:
-                    ctx.clickhouse.stop()
-                    ctx.clickhouse = None
+                    _stop_clickhouse(ctx)
                 if not stored:
                     raise RunError(f"http / {system}: no event reached ClickHouse")
     if ctx.squid is not None:
