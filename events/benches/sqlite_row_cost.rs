@@ -1,0 +1,145 @@
+//! The SQLite store's cost per stored event: `EVENTS` events (default 200 000)
+//! in batches of `BATCH` (default 1 000) through `SqliteStore::insert` into a
+//! fresh database, with the ingest bench's mix of events. Prints wall time and
+//! process CPU time per event.
+//!
+//! Wall and CPU time are noisy on a shared machine; for a steady figure count
+//! the instructions of the writer's insert under callgrind (this machine has
+//! no hardware counters for `perf stat`):
+//!
+//! ```text
+//! cargo bench -p schoolgate-events --bench sqlite_row_cost --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     --toggle-collect='*insert_blocking*' target/release/deps/sqlite_row_cost-<hash> --bench
+//! ```
+//!
+//! and divide the `Collected` count by the events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use schoolgate_classifier::config::store::Retention;
+use schoolgate_classifier::{Action, Category, CategorySet, Severity};
+use schoolgate_events::{AccessEvent, Batch, EventStore, Source, SqliteStore};
+
+/// The real popular domains when present, made-up ones otherwise.
+fn hosts() -> Vec<String> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/benign/top.txt.gz");
+    let hosts: Vec<String> = std::fs::File::open(&path)
+        .map(|f| {
+            BufReader::new(flate2::read::GzDecoder::new(f))
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.split_once(',').map(|(_, h)| h.to_owned()))
+                .take(20_000)
+                .collect()
+        })
+        .unwrap_or_default();
+    if hosts.is_empty() {
+        (0..20_000).map(|i| format!("host{i}.example")).collect()
+    } else {
+        hosts
+    }
+}
+
+/// The ingest bench's mix: mostly allowed, some blocked, a few flagged, a user on most.
+fn event(i: u64, hosts: &[String], start_ms: i64) -> AccessEvent {
+    let host = &hosts[(i as usize * 7919) % hosts.len()];
+    let (action, categories, severity) = match i % 50 {
+        0..=44 => (Action::Allow, CategorySet::EMPTY, None),
+        45..=47 => (Action::Block, CategorySet::of(Category::Games), None),
+        48 => (
+            Action::Block,
+            CategorySet::of(Category::Proxy),
+            Some(Severity::Medium),
+        ),
+        _ => (
+            Action::Flag,
+            CategorySet::of(Category::SelfHarm),
+            Some(Severity::High),
+        ),
+    };
+    let source = if i.is_multiple_of(3) {
+        Source::Dns
+    } else {
+        Source::Proxy
+    };
+    let client = Ipv4Addr::new(
+        10,
+        (i % 8) as u8,
+        (i / 250 % 250) as u8,
+        (i % 250) as u8 + 1,
+    );
+    AccessEvent::new(source, IpAddr::V4(client), host.clone())
+        .at(Timestamp::from_millisecond(start_ms + (i / 10) as i64).unwrap())
+        .with_school("north")
+        .with_node("node-1")
+        .with_role(["pupil-ks3", "pupil-ks4", "staff"][(i % 3) as usize])
+        .with_user(format!("user{}", i % 1500))
+        .with_method("GET")
+        .with_path(format!("/articles/{}", i % 10_000))
+        .with_action(action)
+        .with_categories(categories)
+        .with_severity(severity)
+        .with_rule("default", "allowed for pupil-ks3: no restricted category")
+        .with_status(200)
+        .with_transfer(512, 20_000 + i % 4096, 1_500)
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// User plus system CPU time of this process, in seconds (from /proc).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    // Clock ticks are 100 a second on Linux.
+    ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    // `cargo test --benches` runs this too: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n = if quick {
+        5_000
+    } else {
+        env_or("EVENTS", 200_000)
+    };
+    let batch = env_or("BATCH", 1_000).max(1);
+    let hosts = hosts();
+    let events: Vec<AccessEvent> = (0..n as u64)
+        .map(|i| event(i, &hosts, 1_709_600_000_000))
+        .collect();
+    let batches: Vec<Batch> = events
+        .chunks(batch)
+        .map(|c| Batch::new(c.to_vec()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).unwrap();
+
+    let (wall, cpu) = (Instant::now(), cpu_seconds());
+    for b in &batches {
+        store.insert(b).await.unwrap();
+    }
+    let (wall, cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    println!(
+        "sqlite_row_cost: {n} events in batches of {batch}: {:.2} us wall, {:.2} us CPU per event",
+        wall * 1e6 / n as f64,
+        cpu * 1e6 / n as f64
+    );
+}
