@@ -102,12 +102,10 @@ impl Forwarder {
                 let msg = result?;
                 let scanned = wire::scan_response(&msg).ok_or(UpstreamError::BadAnswer)?;
                 let (answer, ttl) = Answer::from_upstream(msg, &scanned);
-                let answer = Arc::new(answer);
-                if let Some(ttl) = ttl {
-                    self.cache
-                        .insert(key, Arc::clone(&answer), ttl, self.now_ms());
-                }
-                Ok(answer)
+                Ok(match ttl {
+                    Some(ttl) => self.cache.insert(key, answer, ttl, self.now_ms()),
+                    None => Arc::new(answer),
+                })
             })
             .await
             .clone();
@@ -166,11 +164,9 @@ impl Forwarder {
         }
         let (answer, cache_ttl) = Answer::synthesized(msg).ok_or(UpstreamError::BadAnswer)?;
         debug_assert_eq!(answer.question_end(), question_end);
-        let answer = Arc::new(answer);
-        if let Some(t) = cache_ttl {
-            self.cache
-                .insert(key, Arc::clone(&answer), t, self.now_ms());
-        }
-        Ok(answer)
+        Ok(match cache_ttl {
+            Some(t) => self.cache.insert(key, answer, t, self.now_ms()),
+            None => Arc::new(answer),
+        })
     }
 }
