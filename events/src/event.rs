@@ -394,7 +394,9 @@ impl fmt::Display for BatchId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     pub id: BatchId,
-    pub events: Vec<AccessEvent>,
+    /// Shared, so a store that inserts on its own thread takes the batch without
+    /// copying every event.
+    pub events: std::sync::Arc<[AccessEvent]>,
     /// The batch may already be partly or wholly stored: it was attempted before
     /// with an ambiguous outcome, or it was replayed from the spool after a crash.
     /// Stores that cannot make the insert itself idempotent check first.
@@ -409,7 +411,7 @@ impl Batch {
         };
         Batch {
             id,
-            events,
+            events: events.into(),
             maybe_stored: false,
         }
     }

@@ -679,7 +679,7 @@ impl Batcher {
                 }
             };
             if !stored {
-                safe &= self.spool_or_log(batch.events);
+                safe &= self.spool_or_log(batch.events.to_vec());
             }
         }
         settle_slots(&mut slots, safe);
@@ -733,7 +733,8 @@ impl Batcher {
                 let wait = self.backoff.fail();
                 Counters::add(&self.shared.counters.retried, 1);
                 warn!(error = %e, batch = %batch.id, retry_in_ms = wait.as_millis() as u64, "event insert failed; spooling the batch");
-                self.spool_or_log(batch.events)
+                // A failure path: the copy is the price of sharing the batch.
+                self.spool_or_log(batch.events.to_vec())
             }
         }
     }
@@ -849,10 +850,9 @@ impl Batcher {
                 return self.dead_letter(&suspect, &err).await;
             }
             let maybe_stored = suspect.maybe_stored;
-            let mut right = suspect.events;
-            let left = right.drain(..right.len() / 2).collect::<Vec<_>>();
-            let mut left = Batch::new(left);
-            let mut right = Batch::new(right);
+            let (left, right) = suspect.events.split_at(suspect.len() / 2);
+            let mut left = Batch::new(left.to_vec());
+            let mut right = Batch::new(right.to_vec());
             left.maybe_stored = maybe_stored;
             right.maybe_stored = maybe_stored;
             let l = self.insert(&left).await;

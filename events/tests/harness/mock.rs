@@ -63,7 +63,7 @@ impl EventStore for MockStore {
             .events
             .lock()
             .map_err(|_| StoreError::transient("poisoned"))?;
-        for e in &batch.events {
+        for e in batch.events.iter() {
             events.insert(e.id, e.clone());
         }
         self.rows_received
