@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use rusqlite::{Connection, ErrorCode, OpenFlags, Row, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Row, Statement, params};
 use schoolgate_classifier::config::store::Retention;
 use schoolgate_classifier::{Action, Category, CategorySet, Severity};
 use ulid::Ulid;
@@ -867,101 +867,162 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Events per multi-row insert: the statement's start, its cursors on the
+/// table and its six indexes, and its end are paid once for this many rows.
+const ROWS_PER_INSERT: usize = 16;
+/// Parameters per event in an events insert.
+const EVENT_PARAMS: usize = 24;
+
+/// `rows` rows of `params` parameters each, for `INSERT ... VALUES`.
+fn values(params: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; params].join(", "));
+    vec![row; rows].join(", ")
+}
+
+/// `INSERT OR IGNORE` of `rows` events.
+fn insert_events_sql(rows: usize) -> String {
+    format!(
+        "INSERT OR IGNORE INTO events (id, time_ms, class, source, school, node, client_ip, \
+         user, device, role, method, host, path, search_terms, action, categories, severity, \
+         rule, reason, status, bytes_up, bytes_down, duration_us, cached) VALUES {}",
+        values(EVENT_PARAMS, rows)
+    )
+}
+
 fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), StoreError> {
+    // The common case: every event is new, and is inserted `ROWS_PER_INSERT`
+    // at a time. A multi-row insert does not say which rows it ignored, so a
+    // batch with an id already stored (a replay) is rolled back and done again
+    // row by row, to count only the rows really inserted.
     let tx = conn.transaction().map_err(classify)?;
-    // (hour, school, role, action, class, category) -> (events, flagged), borrowing
-    // the batch's strings: no allocation per event and category.
-    type Key<'a> = (i64, &'a str, &'a str, u8, u8, i64);
-    let mut rollup: BTreeMap<Key<'_>, (i64, i64)> = BTreeMap::new();
-    // (hour, school, class, who) -> bypass bits
-    let mut seen: HashMap<(i64, &str, u8, Who<'_>), i64> = HashMap::new();
-    let bypass = bypass_mask();
+    if insert_all_new(&tx, events)? {
+        let mut rollups = Rollups::new();
+        for e in events {
+            rollups.add(e);
+        }
+        rollups.write(&tx)?;
+        return tx.commit().map_err(classify);
+    }
+    tx.rollback().map_err(classify)?;
+
+    let tx = conn.transaction().map_err(classify)?;
+    let mut rollups = Rollups::new();
     {
-        let mut stmt = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO events (id, time_ms, class, source, school, node, \
-                 client_ip, user, device, role, method, host, path, search_terms, action, \
-                 categories, severity, rule, reason, status, bytes_up, bytes_down, duration_us, \
-                 cached) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-            )
-            .map_err(classify)?;
-        // Written into for each event instead of two new strings each.
+        let mut one = tx.prepare_cached(&insert_events_sql(1)).map_err(classify)?;
         let mut id = [0u8; ulid::ULID_LEN];
         let mut client = String::with_capacity(48);
         for e in events {
-            let user = e.user.as_deref().filter(|u| !u.is_empty());
-            let device = e.device.as_deref().filter(|d| !d.is_empty());
-            write_ip(&mut client, e.client_ip);
-            let inserted = stmt
-                .execute(params![
-                    &*e.id.array_to_str(&mut id),
-                    e.time_ms(),
-                    e.retention_class().id(),
-                    e.source.id(),
-                    e.school,
-                    e.node,
-                    client.as_str(),
-                    user,
-                    device,
-                    e.role,
-                    e.method,
-                    e.host,
-                    e.path,
-                    e.search_terms,
-                    e.action as u8,
-                    // Bit patterns: u64 values above i64::MAX are stored as
-                    // negative numbers and read back unchanged.
-                    e.categories.bits() as i64,
-                    e.severity.map(|s| s as u8),
-                    e.rule,
-                    e.reason,
-                    e.status,
-                    e.bytes_up as i64,
-                    e.bytes_down as i64,
-                    e.duration_us,
-                    e.cached,
-                ])
+            bind_event(&mut one, 1, e, &mut id, &mut client).map_err(classify)?;
+            if one.raw_execute().map_err(classify)? == 1 {
+                rollups.add(e);
+            }
+        }
+    }
+    rollups.write(&tx)?;
+    tx.commit().map_err(classify)
+}
+
+/// Inserts `events`, `ROWS_PER_INSERT` a statement, and says whether every one
+/// was inserted; stops at the first statement that ignored a row.
+fn insert_all_new(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[AccessEvent],
+) -> Result<bool, StoreError> {
+    let mut many = tx
+        .prepare_cached(&insert_events_sql(ROWS_PER_INSERT))
+        .map_err(classify)?;
+    let mut one = tx.prepare_cached(&insert_events_sql(1)).map_err(classify)?;
+    // Written into for each event instead of two new strings each.
+    let mut id = [0u8; ulid::ULID_LEN];
+    let mut client = String::with_capacity(48);
+    let mut chunks = events.chunks_exact(ROWS_PER_INSERT);
+    for chunk in &mut chunks {
+        for (i, e) in chunk.iter().enumerate() {
+            bind_event(&mut many, 1 + i * EVENT_PARAMS, e, &mut id, &mut client)
                 .map_err(classify)?;
-            if inserted == 0 {
-                continue;
-            }
-            let hour = e.time_ms().div_euclid(HOUR_MS);
-            let flagged = i64::from(e.is_flagged());
-            let class = e.retention_class().id();
-            let mut bump = |category: i64| {
-                let slot = rollup
-                    .entry((
-                        hour,
-                        e.school.as_str(),
-                        e.role.as_str(),
-                        e.action as u8,
-                        class,
-                        category,
-                    ))
-                    .or_insert((0, 0));
-                slot.0 += 1;
-                slot.1 += flagged;
-            };
-            bump(-1);
-            for c in e.categories.iter() {
-                bump(i64::from(c.id()));
-            }
-            let tried = if matches!(e.action, Action::Flag | Action::Block) {
-                (e.categories.bits() & bypass) as i64
-            } else {
-                0
-            };
-            let school = e.school.as_str();
-            if let Some(user) = user {
-                *seen
-                    .entry((hour, school, class, Who::User(user)))
-                    .or_default() |= tried;
-            }
-            *seen
-                .entry((hour, school, class, Who::Client(e.client_ip)))
+        }
+        if many.raw_execute().map_err(classify)? != chunk.len() {
+            return Ok(false);
+        }
+    }
+    for e in chunks.remainder() {
+        bind_event(&mut one, 1, e, &mut id, &mut client).map_err(classify)?;
+        if one.raw_execute().map_err(classify)? != 1 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A `rollup_hourly` key: (hour, school, role, action, class, category).
+type HourlyKey<'e> = (i64, &'e str, &'e str, u8, u8, i64);
+/// A `rollup_seen` key: (hour, school, class, who).
+type SeenKey<'e> = (i64, &'e str, u8, Who<'e>);
+
+/// A batch's additions to `rollup_hourly` and `rollup_seen`, borrowing the
+/// batch's strings: no allocation per event and category.
+struct Rollups<'e> {
+    /// `bypass_mask()`, worked out once.
+    bypass: u64,
+    /// (hour, school, role, action, class, category) -> (events, flagged)
+    hourly: BTreeMap<HourlyKey<'e>, (i64, i64)>,
+    /// (hour, school, class, who) -> bypass bits
+    seen: HashMap<SeenKey<'e>, i64>,
+}
+
+impl<'e> Rollups<'e> {
+    fn new() -> Self {
+        Rollups {
+            bypass: bypass_mask(),
+            hourly: BTreeMap::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Counts `e`, an event really inserted.
+    fn add(&mut self, e: &'e AccessEvent) {
+        let hour = e.time_ms().div_euclid(HOUR_MS);
+        let flagged = i64::from(e.is_flagged());
+        let class = e.retention_class().id();
+        let school = e.school.as_str();
+        let mut bump = |category: i64| {
+            let slot = self
+                .hourly
+                .entry((
+                    hour,
+                    school,
+                    e.role.as_str(),
+                    e.action as u8,
+                    class,
+                    category,
+                ))
+                .or_insert((0, 0));
+            slot.0 += 1;
+            slot.1 += flagged;
+        };
+        bump(-1);
+        for c in e.categories.iter() {
+            bump(i64::from(c.id()));
+        }
+        let tried = if matches!(e.action, Action::Flag | Action::Block) {
+            (e.categories.bits() & self.bypass) as i64
+        } else {
+            0
+        };
+        if let Some(user) = non_empty(&e.user) {
+            *self
+                .seen
+                .entry((hour, school, class, Who::User(user)))
                 .or_default() |= tried;
         }
+        *self
+            .seen
+            .entry((hour, school, class, Who::Client(e.client_ip.to_canonical())))
+            .or_default() |= tried;
+    }
+
+    /// Adds the counts to the rollup tables.
+    fn write(self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         let mut up = tx
             .prepare_cached(
                 "INSERT INTO rollup_hourly \
@@ -971,7 +1032,7 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
                  events = events + excluded.events, flagged = flagged + excluded.flagged",
             )
             .map_err(classify)?;
-        for ((hour, school, role, action, class, category), (n, flagged)) in rollup {
+        for ((hour, school, role, action, class, category), (n, flagged)) in self.hourly {
             up.execute(params![
                 hour, school, role, action, class, category, n, flagged
             ])
@@ -985,13 +1046,58 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
                  bypass = bypass | excluded.bypass",
             )
             .map_err(classify)?;
-        for ((hour, school, class, who), tried) in seen {
+        let mut client = String::with_capacity(48);
+        for ((hour, school, class, who), tried) in self.seen {
             let (kind, who) = who.row(&mut client);
             saw.execute(params![hour, school, class, kind, who, tried])
                 .map_err(classify)?;
         }
+        Ok(())
     }
-    tx.commit().map_err(classify)
+}
+
+/// Binds `e` to the events insert's 24 parameters from `first` (1-based), in
+/// the order of its columns: one function for the one-row and the multi-row
+/// statements.
+fn bind_event(
+    stmt: &mut Statement<'_>,
+    first: usize,
+    e: &AccessEvent,
+    id: &mut [u8; ulid::ULID_LEN],
+    client: &mut String,
+) -> rusqlite::Result<()> {
+    write_ip(client, e.client_ip);
+    stmt.raw_bind_parameter(first, &*e.id.array_to_str(id))?;
+    stmt.raw_bind_parameter(first + 1, e.time_ms())?;
+    stmt.raw_bind_parameter(first + 2, e.retention_class().id())?;
+    stmt.raw_bind_parameter(first + 3, e.source.id())?;
+    stmt.raw_bind_parameter(first + 4, e.school.as_str())?;
+    stmt.raw_bind_parameter(first + 5, e.node.as_str())?;
+    stmt.raw_bind_parameter(first + 6, client.as_str())?;
+    stmt.raw_bind_parameter(first + 7, non_empty(&e.user))?;
+    stmt.raw_bind_parameter(first + 8, non_empty(&e.device))?;
+    stmt.raw_bind_parameter(first + 9, e.role.as_str())?;
+    stmt.raw_bind_parameter(first + 10, e.method.as_str())?;
+    stmt.raw_bind_parameter(first + 11, e.host.as_str())?;
+    stmt.raw_bind_parameter(first + 12, e.path.as_str())?;
+    stmt.raw_bind_parameter(first + 13, e.search_terms.as_str())?;
+    stmt.raw_bind_parameter(first + 14, e.action as u8)?;
+    // Bit patterns: u64 values above i64::MAX are stored as negative numbers
+    // and read back unchanged.
+    stmt.raw_bind_parameter(first + 15, e.categories.bits() as i64)?;
+    stmt.raw_bind_parameter(first + 16, e.severity.map(|s| s as u8))?;
+    stmt.raw_bind_parameter(first + 17, e.rule.as_str())?;
+    stmt.raw_bind_parameter(first + 18, e.reason.as_str())?;
+    stmt.raw_bind_parameter(first + 19, e.status)?;
+    stmt.raw_bind_parameter(first + 20, e.bytes_up as i64)?;
+    stmt.raw_bind_parameter(first + 21, e.bytes_down as i64)?;
+    stmt.raw_bind_parameter(first + 22, e.duration_us)?;
+    stmt.raw_bind_parameter(first + 23, e.cached)
+}
+
+/// A user or device name as stored: an empty one is NULL.
+fn non_empty(name: &Option<String>) -> Option<&str> {
+    name.as_deref().filter(|n| !n.is_empty())
 }
 
 fn export_page(
@@ -1144,7 +1250,118 @@ fn classify(e: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
+    use rusqlite::types::Value;
+
     use super::*;
+
+    /// `n` events over two hours, some blocked or flagged, most with a user.
+    fn events(n: u32) -> Vec<AccessEvent> {
+        (0..n)
+            .map(|i| {
+                let (action, categories) = match i % 5 {
+                    0 => (Action::Block, CategorySet::of(Category::Proxy)),
+                    1 => (Action::Flag, CategorySet::of(Category::SelfHarm)),
+                    _ => (Action::Allow, CategorySet::EMPTY),
+                };
+                // Some as IPv4-mapped IPv6: stored, and counted, as the IPv4 address.
+                let v4 = Ipv4Addr::new(10, 0, 0, (i % 7) as u8);
+                let client = if i % 11 == 0 {
+                    IpAddr::V6(v4.to_ipv6_mapped())
+                } else {
+                    IpAddr::V4(v4)
+                };
+                let e = AccessEvent::new(Source::Proxy, client, format!("h{}.example", i % 3))
+                    .at(
+                        Timestamp::from_millisecond(1_709_600_000_000 + i64::from(i) * 90_000)
+                            .unwrap(),
+                    )
+                    .with_role(["pupil", "staff"][(i % 2) as usize])
+                    .with_action(action)
+                    .with_categories(categories);
+                if i % 4 == 0 {
+                    e
+                } else {
+                    e.with_user(format!("u{}", i % 5))
+                }
+            })
+            .collect()
+    }
+
+    /// Every row of `table`, in key order.
+    fn rows(path: &Path, table: &str) -> Vec<Vec<Value>> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2, 3, 4, 5, 6"))
+            .unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A replayed batch (several multi-row statements and a remainder, some
+    /// events already stored, one twice in the batch) stores and counts each
+    /// event once: the same tables as inserting every event once.
+    #[tokio::test]
+    async fn a_partly_stored_batch_counts_each_event_once() {
+        let all = events(5 * ROWS_PER_INSERT as u32 + 3);
+        let dir = tempfile::tempdir().unwrap();
+        let once = SqliteStore::open(dir.path().join("once.sqlite"), Retention::default()).unwrap();
+        once.insert(&Batch::new(all.clone())).await.unwrap();
+        let replayed =
+            SqliteStore::open(dir.path().join("replayed.sqlite"), Retention::default()).unwrap();
+        // Already stored: some of the events the multi-row statements take; the
+        // remainder, taken one at a time, is all new.
+        let some: Vec<_> = all[..4 * ROWS_PER_INSERT]
+            .iter()
+            .step_by(7)
+            .cloned()
+            .collect();
+        replayed.insert(&Batch::new(some)).await.unwrap();
+        let mut batch = all.clone();
+        batch.insert(3, all[ROWS_PER_INSERT + 1].clone());
+        replayed
+            .insert(&Batch::new(batch).replayed())
+            .await
+            .unwrap();
+        // And a whole batch again: nothing changes.
+        replayed
+            .insert(&Batch::new(all.clone()).replayed())
+            .await
+            .unwrap();
+
+        for table in ["events", "rollup_hourly", "rollup_seen"] {
+            let (a, b) = (rows(once.path(), table), rows(replayed.path(), table));
+            assert_eq!(a, b, "{table}");
+        }
+        let hourly = rows(replayed.path(), "rollup_hourly");
+        let counted: i64 = hourly
+            .iter()
+            .filter(|r| r[5] == Value::Integer(-1))
+            .map(|r| match r[6] {
+                Value::Integer(n) => n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(counted, all.len() as i64);
+        assert_eq!(rows(replayed.path(), "events").len(), all.len());
+        let conn = Connection::open(replayed.path()).unwrap();
+        for kind in [SEEN_USER, SEEN_CLIENT] {
+            let column = seen_column(kind);
+            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+            let seen = count(&format!(
+                "SELECT COUNT(*) FROM rollup_seen WHERE kind = {kind}"
+            ));
+            let distinct = count(&format!(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT time_ms / {HOUR_MS}, school, class, \
+                 {column} FROM events WHERE {column} IS NOT NULL)"
+            ));
+            assert_eq!(seen, distinct, "{column}");
+        }
+    }
 
     #[test]
     fn write_ip_matches_display() {
