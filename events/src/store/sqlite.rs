@@ -872,6 +872,8 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
 const ROWS_PER_INSERT: usize = 16;
 /// Parameters per event in an events insert.
 const EVENT_PARAMS: usize = 24;
+/// Parameters per row in a `rollup_seen` upsert.
+const SEEN_PARAMS: usize = 6;
 
 /// `rows` rows of `params` parameters each, for `INSERT ... VALUES`.
 fn values(params: usize, rows: usize) -> String {
@@ -1038,22 +1040,51 @@ impl<'e> Rollups<'e> {
             ])
             .map_err(classify)?;
         }
-        let mut saw = tx
-            .prepare_cached(
-                "INSERT INTO rollup_seen (hour, school, class, kind, who, bypass) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+        // About one row per user and client of the batch: `ROWS_PER_INSERT` a
+        // statement, like the events. Each key comes once (addresses are
+        // canonical), so no row updates another of its own statement.
+        let sql = |rows: usize| {
+            format!(
+                "INSERT INTO rollup_seen (hour, school, class, kind, who, bypass) VALUES {} \
                  ON CONFLICT(hour, school, class, kind, who) DO UPDATE SET \
                  bypass = bypass | excluded.bypass",
+                values(SEEN_PARAMS, rows)
             )
-            .map_err(classify)?;
+        };
+        let mut many = tx.prepare_cached(&sql(ROWS_PER_INSERT)).map_err(classify)?;
+        let mut one = tx.prepare_cached(&sql(1)).map_err(classify)?;
+        let seen: Vec<_> = self.seen.into_iter().collect();
         let mut client = String::with_capacity(48);
-        for ((hour, school, class, who), tried) in self.seen {
-            let (kind, who) = who.row(&mut client);
-            saw.execute(params![hour, school, class, kind, who, tried])
-                .map_err(classify)?;
+        let mut chunks = seen.chunks_exact(ROWS_PER_INSERT);
+        for chunk in &mut chunks {
+            for (i, row) in chunk.iter().enumerate() {
+                bind_seen(&mut many, 1 + i * SEEN_PARAMS, row, &mut client).map_err(classify)?;
+            }
+            many.raw_execute().map_err(classify)?;
+        }
+        for row in chunks.remainder() {
+            bind_seen(&mut one, 1, row, &mut client).map_err(classify)?;
+            one.raw_execute().map_err(classify)?;
         }
         Ok(())
     }
+}
+
+/// Binds a `rollup_seen` row, (hour, school, class, who) and its bypass bits,
+/// to `SEEN_PARAMS` parameters from `first` (1-based).
+fn bind_seen(
+    stmt: &mut Statement<'_>,
+    first: usize,
+    &((hour, school, class, who), tried): &(SeenKey<'_>, i64),
+    client: &mut String,
+) -> rusqlite::Result<()> {
+    let (kind, who) = who.row(client);
+    stmt.raw_bind_parameter(first, hour)?;
+    stmt.raw_bind_parameter(first + 1, school)?;
+    stmt.raw_bind_parameter(first + 2, class)?;
+    stmt.raw_bind_parameter(first + 3, kind)?;
+    stmt.raw_bind_parameter(first + 4, who)?;
+    stmt.raw_bind_parameter(first + 5, tried)
 }
 
 /// Binds `e` to the events insert's 24 parameters from `first` (1-based), in
