@@ -25,7 +25,7 @@
 //!   period agree with the raw events (and with the ClickHouse store). Deletes run
 //!   in small transactions so the writer is never held for long.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
@@ -725,7 +725,7 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
 }
 
 /// Whom a `rollup_seen` row counts.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Who<'e> {
     User(&'e str),
     Client(IpAddr),
@@ -968,8 +968,10 @@ struct Rollups<'e> {
     bypass: u64,
     /// (hour, school, role, action, class, category) -> (events, flagged)
     hourly: BTreeMap<HourlyKey<'e>, (i64, i64)>,
-    /// (hour, school, class, who) -> bypass bits
-    seen: HashMap<SeenKey<'e>, i64>,
+    /// ((hour, school, class, who), bypass bits), one per event and whom it counts.
+    /// Sorted and merged in `write`: cheaper than a hash map's hashing and
+    /// growing, and the rows go to SQLite nearly in key order.
+    seen: Vec<(SeenKey<'e>, i64)>,
 }
 
 impl<'e> Rollups<'e> {
@@ -977,7 +979,7 @@ impl<'e> Rollups<'e> {
         Rollups {
             bypass: bypass_mask(),
             hourly: BTreeMap::new(),
-            seen: HashMap::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -1012,15 +1014,11 @@ impl<'e> Rollups<'e> {
             0
         };
         if let Some(user) = non_empty(&e.user) {
-            *self
-                .seen
-                .entry((hour, school, class, Who::User(user)))
-                .or_default() |= tried;
+            self.seen
+                .push(((hour, school, class, Who::User(user)), tried));
         }
-        *self
-            .seen
-            .entry((hour, school, class, Who::Client(e.client_ip.to_canonical())))
-            .or_default() |= tried;
+        let client = Who::Client(e.client_ip.to_canonical());
+        self.seen.push(((hour, school, class, client), tried));
     }
 
     /// Adds the counts to the rollup tables.
@@ -1053,7 +1051,15 @@ impl<'e> Rollups<'e> {
         };
         let mut many = tx.prepare_cached(&sql(ROWS_PER_INSERT)).map_err(classify)?;
         let mut one = tx.prepare_cached(&sql(1)).map_err(classify)?;
-        let seen: Vec<_> = self.seen.into_iter().collect();
+        let mut seen = self.seen;
+        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        seen.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 |= next.1;
+            }
+            same
+        });
         let mut client = String::with_capacity(48);
         let mut chunks = seen.chunks_exact(ROWS_PER_INSERT);
         for chunk in &mut chunks {
