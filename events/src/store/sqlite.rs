@@ -19,18 +19,21 @@
 //!   user and each client address once) and which bypass categories each tried
 //!   to reach, so a week's distinct users, devices and bypass attempts (the
 //!   weekly summary) read some thousand rows, not a week of events. A database
-//!   made before the table existed is backfilled from its events on open.
+//!   made before the table existed is backfilled from its events on open. The
+//!   writer remembers the rows it committed and writes a row again only when
+//!   it gains a bypass category: most of a batch's users and devices were seen
+//!   earlier in the hour.
 //! - Retention: [`SqliteStore::purge`] deletes each class of event past its days
 //!   (rounded down to the hour), with its rollup rows, so counts over a purged
 //!   period agree with the raw events (and with the ClickHouse store). Deletes run
 //!   in small transactions so the writer is never held for long.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -150,6 +153,8 @@ pub struct SqliteStore {
     retention: Retention,
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Used by the writer thread only.
+    recorded: Arc<Mutex<SeenRecorded>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -201,6 +206,7 @@ impl SqliteStore {
             retention,
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
+            recorded: Arc::new(Mutex::new(SeenRecorded::default())),
         })
     }
 
@@ -391,7 +397,9 @@ impl EventStore for SqliteStore {
             return Ok(());
         }
         let events = batch.events.clone();
-        self.write(move |conn| insert_blocking(conn, &events)).await
+        let recorded = Arc::clone(&self.recorded);
+        self.write(move |conn| insert_blocking(conn, &events, &mut lock(&recorded)))
+            .await
     }
 
     async fn flagged(
@@ -672,7 +680,10 @@ impl EventStore for SqliteStore {
     async fn purge(&self, now: Timestamp) -> Result<PurgeReport, StoreError> {
         let retention = self.retention.clone();
         let now_ms = now.as_millisecond();
+        let recorded = Arc::clone(&self.recorded);
         self.write(move |conn| {
+            // Rows are about to go: forget them all, whether or not the purge succeeds.
+            lock(&recorded).rows.clear();
             let mut report = PurgeReport::default();
             for class in RetentionClass::ALL {
                 // Whole hours, so the rollups go exactly with their events.
@@ -891,7 +902,11 @@ fn insert_events_sql(rows: usize) -> String {
     )
 }
 
-fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), StoreError> {
+fn insert_blocking(
+    conn: &mut Connection,
+    events: &[AccessEvent],
+    recorded: &mut SeenRecorded,
+) -> Result<(), StoreError> {
     // The common case: every event is new, and is inserted `ROWS_PER_INSERT`
     // at a time. A multi-row insert does not say which rows it ignored, so a
     // batch with an id already stored (a replay) is rolled back and done again
@@ -902,8 +917,10 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
         for e in events {
             rollups.add(e);
         }
-        rollups.write(&tx)?;
-        return tx.commit().map_err(classify);
+        let upserted = rollups.write(&tx, recorded)?;
+        tx.commit().map_err(classify)?;
+        recorded.add(upserted);
+        return Ok(());
     }
     tx.rollback().map_err(classify)?;
 
@@ -920,8 +937,59 @@ fn insert_blocking(conn: &mut Connection, events: &[AccessEvent]) -> Result<(), 
             }
         }
     }
-    rollups.write(&tx)?;
-    tx.commit().map_err(classify)
+    let upserted = rollups.write(&tx, recorded)?;
+    tx.commit().map_err(classify)?;
+    recorded.add(upserted);
+    Ok(())
+}
+
+/// Rows `SeenRecorded` holds at most; past this it starts again empty.
+const SEEN_RECORDED_ROWS: usize = 50_000;
+
+/// `rollup_seen` rows committed by this store's writer, by `seen_key`, with
+/// bypass bits the stored row has at least. Most users and devices come in
+/// many batches of an hour, and their row changes only when it gains a bypass
+/// bit: a batch upserts only the rows that change. Rows leave the table only
+/// by a purge (the writer is the table's only writer), which empties this.
+#[derive(Default)]
+struct SeenRecorded {
+    rows: HashMap<Vec<u8>, i64>,
+}
+
+impl SeenRecorded {
+    /// Whether the row `key` is stored with every bit of `bypass`.
+    fn covers(&self, key: &[u8], bypass: i64) -> bool {
+        self.rows
+            .get(key)
+            .is_some_and(|&bits| bits & bypass == bypass)
+    }
+
+    /// Notes rows just committed.
+    fn add(&mut self, rows: Vec<(Vec<u8>, i64)>) {
+        if self.rows.len() + rows.len() > SEEN_RECORDED_ROWS {
+            self.rows.clear();
+        }
+        for (key, bits) in rows {
+            *self.rows.entry(key).or_default() |= bits;
+        }
+    }
+}
+
+/// `SeenRecorded` of a writer; a panic while it was held may have left it
+/// behind the table, never ahead of it, so it is still right to use.
+fn lock(recorded: &Mutex<SeenRecorded>) -> MutexGuard<'_, SeenRecorded> {
+    recorded.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A `rollup_seen` row's key as bytes; the school's length keeps it unambiguous.
+fn seen_key(out: &mut Vec<u8>, (hour, school, class, _): SeenKey<'_>, kind: i64, who: &str) {
+    out.clear();
+    out.extend_from_slice(&hour.to_le_bytes());
+    out.push(class);
+    out.push(u8::from(kind == SEEN_CLIENT));
+    out.extend_from_slice(&(school.len() as u64).to_le_bytes());
+    out.extend_from_slice(school.as_bytes());
+    out.extend_from_slice(who.as_bytes());
 }
 
 /// Inserts `events`, `ROWS_PER_INSERT` a statement, and says whether every one
@@ -1021,8 +1089,14 @@ impl<'e> Rollups<'e> {
         self.seen.push(((hour, school, class, client), tried));
     }
 
-    /// Adds the counts to the rollup tables.
-    fn write(self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    /// Adds the counts to the rollup tables, but for `rollup_seen` rows that
+    /// `recorded` says would not change. Returns the `rollup_seen` rows
+    /// written, for `recorded` once they are committed.
+    fn write(
+        self,
+        tx: &rusqlite::Transaction<'_>,
+        recorded: &SeenRecorded,
+    ) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
         let mut up = tx
             .prepare_cached(
                 "INSERT INTO rollup_hourly \
@@ -1061,6 +1135,17 @@ impl<'e> Rollups<'e> {
             same
         });
         let mut client = String::with_capacity(48);
+        let mut key = Vec::new();
+        let mut upserted = Vec::new();
+        seen.retain(|&(row, tried)| {
+            let (kind, who) = row.3.row(&mut client);
+            seen_key(&mut key, row, kind, who);
+            if recorded.covers(&key, tried) {
+                return false;
+            }
+            upserted.push((key.clone(), tried));
+            true
+        });
         let mut chunks = seen.chunks_exact(ROWS_PER_INSERT);
         for chunk in &mut chunks {
             for (i, row) in chunk.iter().enumerate() {
@@ -1072,7 +1157,7 @@ impl<'e> Rollups<'e> {
             bind_seen(&mut one, 1, row, &mut client).map_err(classify)?;
             one.raw_execute().map_err(classify)?;
         }
-        Ok(())
+        Ok(upserted)
     }
 }
 
@@ -1337,6 +1422,58 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
+    }
+
+    /// A `rollup_seen` row already written gains the bypass bits of a later
+    /// batch (blocked both times: the same retention class, the same row), and a purge that deleted the rows lets them be written again.
+    #[tokio::test]
+    async fn seen_rows_gain_bits_and_come_back_after_a_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).unwrap();
+        let at = Timestamp::from_millisecond(1_709_600_000_000).unwrap();
+        let event = |action, categories| {
+            AccessEvent::new(
+                Source::Proxy,
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                "h.example",
+            )
+            .at(at)
+            .with_user("u")
+            .with_action(action)
+            .with_categories(categories)
+        };
+        let bypass = |store: &SqliteStore| {
+            let conn = Connection::open(store.path()).unwrap();
+            conn.query_row(
+                "SELECT bypass FROM rollup_seen WHERE kind = ?1 AND who = 'u'",
+                [SEEN_USER],
+                |r| r.get::<_, i64>(0),
+            )
+            .ok()
+        };
+        store
+            .insert(&Batch::new(vec![event(
+                Action::Block,
+                CategorySet::of(Category::Games),
+            )]))
+            .await
+            .unwrap();
+        assert_eq!(bypass(&store), Some(0));
+        let proxy = CategorySet::of(Category::Proxy);
+        store
+            .insert(&Batch::new(vec![event(Action::Block, proxy)]))
+            .await
+            .unwrap();
+        assert_eq!(bypass(&store), Some(proxy.bits() as i64));
+
+        let later = Timestamp::from_millisecond(1_709_600_000_000 + 3_650 * DAY_MS).unwrap();
+        store.purge(later).await.unwrap();
+        assert_eq!(bypass(&store), None);
+        store
+            .insert(&Batch::new(vec![event(Action::Block, proxy)]))
+            .await
+            .unwrap();
+        assert_eq!(bypass(&store), Some(proxy.bits() as i64));
     }
 
     /// A replayed batch (several multi-row statements and a remainder, some
