@@ -982,7 +982,9 @@ fn lock(recorded: &Mutex<SeenRecorded>) -> MutexGuard<'_, SeenRecorded> {
 }
 
 /// A `rollup_seen` row's key as bytes; the school's length keeps it unambiguous.
-fn seen_key(out: &mut Vec<u8>, (hour, school, class, _): SeenKey<'_>, kind: i64, who: &str) {
+/// An address is written into `client` first.
+fn seen_key(out: &mut Vec<u8>, (hour, school, class, who): SeenKey<'_>, client: &mut String) {
+    let (kind, who) = who.row(client);
     out.clear();
     out.extend_from_slice(&hour.to_le_bytes());
     out.push(class);
@@ -1125,7 +1127,15 @@ impl<'e> Rollups<'e> {
         };
         let mut many = tx.prepare_cached(&sql(ROWS_PER_INSERT)).map_err(classify)?;
         let mut one = tx.prepare_cached(&sql(1)).map_err(classify)?;
+        let mut client = String::with_capacity(48);
+        let mut key = Vec::new();
+        // Rows `recorded` holds with these bits would not change, most of them
+        // in a busy hour: dropped first, so the sort has little to do.
         let mut seen = self.seen;
+        seen.retain(|&(row, tried)| {
+            seen_key(&mut key, row, &mut client);
+            !recorded.covers(&key, tried)
+        });
         seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         seen.dedup_by(|next, kept| {
             let same = next.0 == kept.0;
@@ -1134,18 +1144,13 @@ impl<'e> Rollups<'e> {
             }
             same
         });
-        let mut client = String::with_capacity(48);
-        let mut key = Vec::new();
-        let mut upserted = Vec::new();
-        seen.retain(|&(row, tried)| {
-            let (kind, who) = row.3.row(&mut client);
-            seen_key(&mut key, row, kind, who);
-            if recorded.covers(&key, tried) {
-                return false;
-            }
-            upserted.push((key.clone(), tried));
-            true
-        });
+        let upserted = seen
+            .iter()
+            .map(|&(row, tried)| {
+                seen_key(&mut key, row, &mut client);
+                (key.clone(), tried)
+            })
+            .collect();
         let mut chunks = seen.chunks_exact(ROWS_PER_INSERT);
         for chunk in &mut chunks {
             for (i, row) in chunk.iter().enumerate() {
