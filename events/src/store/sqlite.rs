@@ -880,7 +880,7 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
 
 /// Events per multi-row insert: the statement's start, its cursors on the
 /// table and its six indexes, and its end are paid once for this many rows.
-const ROWS_PER_INSERT: usize = 16;
+const ROWS_PER_INSERT: usize = 8;
 /// Parameters per event in an events insert.
 const EVENT_PARAMS: usize = 24;
 /// Parameters per row in a `rollup_seen` upsert.
