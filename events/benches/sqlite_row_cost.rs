@@ -4,16 +4,17 @@
 //! process CPU time per event.
 //!
 //! Wall and CPU time are noisy on a shared machine; for a steady figure count
-//! the instructions of the writer's insert under callgrind (this machine has
-//! no hardware counters for `perf stat`):
+//! the writer thread's instructions under callgrind (this machine has no
+//! hardware counters for `perf stat`):
 //!
 //! ```text
 //! cargo bench -p schoolgate-events --bench sqlite_row_cost --no-run
-//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     --toggle-collect='*insert_blocking*' target/release/deps/sqlite_row_cost-<hash> --bench
+//! valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=/tmp/cg.%p \
+//!     target/release/deps/sqlite_row_cost-<hash> --bench
+//! grep ^totals /tmp/cg.<pid>-02
 //! ```
 //!
-//! and divide the `Collected` count by the events.
+//! Thread 2 is `sqlite-writer`; divide its total by the events.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
