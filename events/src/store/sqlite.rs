@@ -33,7 +33,7 @@ use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -153,8 +153,6 @@ pub struct SqliteStore {
     retention: Retention,
     writer: mpsc::Sender<WriteJob>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    /// Used by the writer thread only.
-    recorded: Arc<Mutex<SeenRecorded>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -206,7 +204,6 @@ impl SqliteStore {
             retention,
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
-            recorded: Arc::new(Mutex::new(SeenRecorded::default())),
         })
     }
 
@@ -214,16 +211,16 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` with the writer connection on the writer thread.
+    /// Runs `f` on the writer thread, with its connection and state.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (done, result) = tokio::sync::oneshot::channel();
         self.writer
-            .send(Box::new(move |conn: &mut Connection| {
+            .send(Box::new(move |w: &mut Writer| {
                 // The caller may have gone (a timed-out insert): nothing to tell.
-                let _ = done.send(f(conn));
+                let _ = done.send(f(w));
             }))
             .map_err(|_| StoreError::transient("sqlite writer thread has stopped"))?;
         result
@@ -397,8 +394,7 @@ impl EventStore for SqliteStore {
             return Ok(());
         }
         let events = batch.events.clone();
-        let recorded = Arc::clone(&self.recorded);
-        self.write(move |conn| insert_blocking(conn, &events, &mut lock(&recorded)))
+        self.write(move |w| insert_blocking(&mut w.conn, &events, &mut w.recorded))
             .await
     }
 
@@ -680,10 +676,10 @@ impl EventStore for SqliteStore {
     async fn purge(&self, now: Timestamp) -> Result<PurgeReport, StoreError> {
         let retention = self.retention.clone();
         let now_ms = now.as_millisecond();
-        let recorded = Arc::clone(&self.recorded);
-        self.write(move |conn| {
+        self.write(move |w| {
             // Rows are about to go: forget them all, whether or not the purge succeeds.
-            lock(&recorded).rows.clear();
+            w.recorded.rows.clear();
+            let conn = &mut w.conn;
             let mut report = PurgeReport::default();
             for class in RetentionClass::ALL {
                 // Whole hours, so the rollups go exactly with their events.
@@ -717,21 +713,32 @@ impl EventStore for SqliteStore {
     }
 }
 
+/// What the writer thread owns: the write connection, and what it remembers
+/// of the rows it committed.
+struct Writer {
+    conn: Connection,
+    recorded: SeenRecorded,
+}
+
 /// A write for the writer thread.
-type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+type WriteJob = Box<dyn FnOnce(&mut Writer) + Send>;
 
 /// The writer thread's nice value (0 is the default, 19 the lowest priority).
 pub const WRITER_NICE: i32 = 10;
 
 /// The writer thread: lowers its own priority, then runs the writes in order
 /// until every handle to the store is dropped, then closes the connection.
-fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     let me = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(me), WRITER_NICE) {
         tracing::warn!(error = %e, "sqlite writer: cannot lower its CPU priority");
     }
+    let mut writer = Writer {
+        conn,
+        recorded: SeenRecorded::default(),
+    };
     while let Ok(job) = jobs.recv() {
-        job(&mut conn);
+        job(&mut writer);
     }
 }
 
@@ -973,12 +980,6 @@ impl SeenRecorded {
             *self.rows.entry(key).or_default() |= bits;
         }
     }
-}
-
-/// `SeenRecorded` of a writer; a panic while it was held may have left it
-/// behind the table, never ahead of it, so it is still right to use.
-fn lock(recorded: &Mutex<SeenRecorded>) -> MutexGuard<'_, SeenRecorded> {
-    recorded.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A `rollup_seen` row's key as bytes; the school's length keeps it unambiguous.
