@@ -2,9 +2,16 @@
 //!
 //! A domain entry covers the name and every subdomain; a URL entry covers a host
 //! (and its subdomains) plus a path prefix. The index keys on a 64-bit xxh3 hash of
-//! the name instead of the name itself, so five million entries fit in about
-//! 140 MB; a hash collision could only make an unlisted name look listed (a wrong
-//! block, about one in 10^12 lookups), never hide a listed one.
+//! the name instead of the name itself; a hash collision could only make an
+//! unlisted name look listed (a wrong block, about one in 10^12 lookups), never
+//! hide a listed one.
+//!
+//! A compiled policy keeps its domain entries packed (`Packed`): the hashes in
+//! order with a directory on their top bits, and their values beside them,
+//! about 13.5 bytes a list entry. A hash map, which the entries sit in only
+//! while an index is added to, takes 17 bytes a slot with up to twice the slots
+//! the entries need: a million-name list packed takes about 20 MB instead of 36,
+//! which matters on a school's small server.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -190,16 +197,178 @@ pub struct Specificity {
 /// for local allow/deny).
 #[derive(Debug, Clone)]
 pub struct EntryIndex<V> {
-    domains: HashKeyed<V>,
+    domains: Domains<V>,
     urls: HashKeyed<Vec<(Box<str>, V)>>,
 }
 
 impl<V> Default for EntryIndex<V> {
     fn default() -> Self {
         EntryIndex {
-            domains: HashKeyed::default(),
+            domains: Domains::default(),
             urls: HashKeyed::default(),
         }
+    }
+}
+
+/// Domain entries by name hash: in the open map while lists load, packed once
+/// the policy is compiled. At most one of the two holds entries.
+#[derive(Debug, Clone)]
+struct Domains<V> {
+    open: HashKeyed<V>,
+    packed: Packed<V>,
+}
+
+impl<V> Default for Domains<V> {
+    fn default() -> Self {
+        Domains {
+            open: HashKeyed::default(),
+            packed: Packed::default(),
+        }
+    }
+}
+
+impl<V> Domains<V> {
+    #[inline]
+    fn get(&self, h: u64) -> Option<&V> {
+        if self.open.is_empty() {
+            self.packed.get(h)
+        } else {
+            self.open.get(&h)
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.open.len() + self.packed.len()
+    }
+
+    /// The map to add to; packed entries are unpacked into it first (a cost,
+    /// never a different answer).
+    fn open(&mut self) -> &mut HashKeyed<V> {
+        if self.packed.len() > 0 {
+            let packed = std::mem::take(&mut self.packed);
+            self.open.extend(packed.keys.into_iter().zip(packed.values));
+        }
+        &mut self.open
+    }
+
+    /// Takes entries already hashed, sorted and merged (see
+    /// [`EntryIndex::set_hashed_domains`]).
+    fn set_packed(&mut self, keys: Vec<u64>, values: Vec<V>) {
+        let strictly_sorted = keys.windows(2).all(|w| w[0] < w[1]);
+        let (keys, values) = if self.len() == 0 && strictly_sorted {
+            match Packed::from_sorted(keys, values) {
+                Ok(packed) => {
+                    self.packed = packed;
+                    return;
+                }
+                Err(given) => given,
+            }
+        } else {
+            (keys, values)
+        };
+        // Not as promised, or added to entries already here: the slow way, with
+        // a later entry for the same hash replacing an earlier one.
+        self.open().extend(keys.into_iter().zip(values));
+        self.pack();
+    }
+
+    fn pack(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        match Packed::from_map(std::mem::take(&mut self.open)) {
+            Ok(packed) => self.packed = packed,
+            Err(map) => self.open = map,
+        }
+    }
+}
+
+/// Hashes in ascending order and their values, with a directory on the hashes'
+/// top bits: `starts[b]` is where the hashes whose top bits are `b` begin (and
+/// one more entry marks the end). Buckets hold about four hashes, so the
+/// directory costs a byte a name, and a lookup reads one directory entry and
+/// one cache line of hashes, found or not. It is slower than the hash map: a
+/// host-only decision over every real list took 60–70 ns more (about 470 ns
+/// against 410, `decide_cost` timed; 2,006 instructions against 1,848), under
+/// 1% of a DNS query's cost, for 16 MB less with a million names.
+#[derive(Debug, Clone)]
+struct Packed<V> {
+    keys: Box<[u64]>,
+    values: Box<[V]>,
+    starts: Box<[u32]>,
+    /// `64 - bits`, where the directory has `2^bits` buckets.
+    shift: u32,
+}
+
+impl<V> Default for Packed<V> {
+    fn default() -> Self {
+        Packed {
+            keys: Box::new([]),
+            values: Box::new([]),
+            starts: Box::new([0, 0]),
+            shift: 63,
+        }
+    }
+}
+
+impl<V> Packed<V> {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    #[inline]
+    fn get(&self, h: u64) -> Option<&V> {
+        let bucket = (h >> self.shift) as usize;
+        let lo = *self.starts.get(bucket)? as usize;
+        let hi = *self.starts.get(bucket + 1)? as usize;
+        let at = self.keys.get(lo..hi)?.iter().position(|&k| k == h)?;
+        self.values.get(lo + at)
+    }
+}
+
+impl<V> Packed<V> {
+    /// Packs a map; gives it back if it is too large to address.
+    fn from_map(mut map: HashKeyed<V>) -> Result<Packed<V>, HashKeyed<V>> {
+        // Keys first and values looked up after, so that the map and one copy
+        // of its entries are never in memory together.
+        let mut keys: Vec<u64> = map.keys().copied().collect();
+        keys.sort_unstable();
+        let values: Vec<V> = keys.iter().filter_map(|k| map.remove(k)).collect();
+        drop(map);
+        Packed::from_sorted(keys, values).map_err(|(k, v)| k.into_iter().zip(v).collect())
+    }
+
+    /// Packs keys sorted without repeats, and their values; gives them back past
+    /// `u32::MAX` entries or if the two differ in length.
+    #[allow(clippy::type_complexity)]
+    fn from_sorted(keys: Vec<u64>, values: Vec<V>) -> Result<Packed<V>, (Vec<u64>, Vec<V>)> {
+        let n = keys.len();
+        let Ok(end) = u32::try_from(n) else {
+            return Err((keys, values));
+        };
+        if values.len() != n {
+            return Err((keys, values));
+        }
+        // About four hashes a bucket, and at least two buckets, so that the
+        // shift stays under 64.
+        let bits = (n / 4).next_power_of_two().trailing_zeros().clamp(1, 24);
+        let shift = 64 - bits;
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut at = 0u32;
+        let mut rest = keys.iter().peekable();
+        for bucket in 0..(1u64 << bits) {
+            while rest.next_if(|&&k| k >> shift < bucket).is_some() {
+                at += 1;
+            }
+            starts.push(at);
+        }
+        starts.push(end);
+        Ok(Packed {
+            keys: keys.into(),
+            values: values.into(),
+            starts: starts.into(),
+            shift,
+        })
     }
 }
 
@@ -212,19 +381,35 @@ impl<V> EntryIndex<V> {
         self.domains.len()
     }
 
+    /// Sets the domain entries from their [`name_hash`]es, sorted ascending with
+    /// no hash twice, and packs them without going through the open map (half
+    /// the memory while a large list loads). Entries not given that way are
+    /// still taken, more slowly.
+    pub fn set_hashed_domains(&mut self, keys: Vec<u64>, values: Vec<V>) {
+        self.domains.set_packed(keys, values);
+    }
+
+    /// Packs the domain entries for lookups only (see the module's comment);
+    /// adding to a packed index unpacks it again.
+    pub fn pack(&mut self) {
+        self.domains.pack();
+        self.urls.shrink_to_fit();
+    }
+
     pub fn url_count(&self) -> usize {
         self.urls.values().map(Vec::len).sum()
     }
 
     pub fn reserve(&mut self, additional: usize) {
-        self.domains.reserve(additional);
+        self.domains.open().reserve(additional);
     }
 
     /// Adds or merges a domain entry (already normalised).
     pub fn upsert_domain(&mut self, domain: &str, merge: impl FnOnce(Option<&V>) -> V) {
         let h = name_hash(domain);
-        let v = merge(self.domains.get(&h));
-        self.domains.insert(h, v);
+        let domains = self.domains.open();
+        let v = merge(domains.get(&h));
+        domains.insert(h, v);
     }
 
     /// Adds or merges a URL entry: `path` starts with `/`.
@@ -239,7 +424,7 @@ impl<V> EntryIndex<V> {
     /// Whether the index holds no entry at all (a role without allow or deny
     /// entries): lookups can be skipped.
     pub fn is_empty(&self) -> bool {
-        self.domains.is_empty() && self.urls.is_empty()
+        self.domains.len() == 0 && self.urls.is_empty()
     }
 
     /// Calls `f` for every entry matching the normalised `host` and optional
@@ -266,7 +451,7 @@ impl<V> EntryIndex<V> {
     ) {
         let has_urls = !self.urls.is_empty();
         for (suffix, h) in host.iter() {
-            if let Some(v) = self.domains.get(&h) {
+            if let Some(v) = self.domains.get(h) {
                 f(
                     suffix,
                     Specificity {
@@ -460,6 +645,101 @@ mod tests {
                 .is_none()
         );
         assert!(idx.best_match("news.site.org", None).is_none());
+    }
+
+    proptest::proptest! {
+        /// A packed index answers every lookup as the open map did, listed or
+        /// not, and takes additions after packing.
+        #[test]
+        fn packing_changes_no_answer(
+            listed in proptest::collection::btree_set("[a-z]{1,6}\\.(com|org|uk)", 0..300),
+            unlisted in proptest::collection::vec("[a-z]{1,6}\\.(com|org|net)", 0..100),
+        ) {
+            let mut open = EntryIndex::new();
+            for (i, d) in listed.iter().enumerate() {
+                open.upsert_domain(d, |_| i);
+            }
+            let mut packed = open.clone();
+            packed.pack();
+            proptest::prop_assert!(packed.domains.open.is_empty() || listed.is_empty());
+            proptest::prop_assert_eq!(packed.domain_count(), listed.len());
+            for name in listed.iter().chain(&unlisted) {
+                let host = format!("www.{name}");
+                proptest::prop_assert_eq!(
+                    packed.best_match(&host, None).map(|m| *m.1),
+                    open.best_match(&host, None).map(|m| *m.1),
+                    "{}", host
+                );
+            }
+            packed.upsert_domain("added.example", |old| old.copied().unwrap_or(usize::MAX));
+            proptest::prop_assert_eq!(packed.domain_count(), listed.len() + 1);
+            proptest::prop_assert_eq!(packed.best_match("a.added.example", None).map(|m| *m.1), Some(usize::MAX));
+            for (i, d) in listed.iter().enumerate() {
+                proptest::prop_assert_eq!(packed.best_match(d, None).map(|m| *m.1), Some(i));
+            }
+        }
+    }
+
+    #[test]
+    fn hashed_domains_out_of_order_or_repeated_are_still_all_taken() {
+        let names = ["b.example", "a.example", "c.example", "a.example"];
+        let keys: Vec<u64> = names.iter().map(|n| name_hash(n)).collect();
+        let mut idx = EntryIndex::new();
+        idx.upsert_domain("already.example", |_| 9);
+        idx.set_hashed_domains(keys.clone(), vec![1, 2, 3, 4]);
+        assert_eq!(idx.domain_count(), 4);
+        assert_eq!(
+            idx.best_match("already.example", None).map(|m| *m.1),
+            Some(9)
+        );
+        assert_eq!(idx.best_match("x.a.example", None).map(|m| *m.1), Some(4));
+        assert_eq!(idx.best_match("c.example", None).map(|m| *m.1), Some(3));
+        let mut sorted: Vec<(u64, u32)> = keys.into_iter().zip([1, 2, 3, 4]).take(3).collect();
+        sorted.sort_unstable();
+        let mut fresh = EntryIndex::new();
+        fresh.set_hashed_domains(
+            sorted.iter().map(|e| e.0).collect(),
+            sorted.iter().map(|e| e.1).collect(),
+        );
+        assert!(fresh.domains.open.is_empty());
+        assert_eq!(fresh.best_match("b.example", None).map(|m| *m.1), Some(1));
+        assert_eq!(fresh.best_match("a.example", None).map(|m| *m.1), Some(2));
+    }
+
+    #[test]
+    fn the_hashes_at_the_ends_of_the_range_are_found() {
+        let keys = vec![0, 1, u64::MAX - 2, u64::MAX];
+        let packed = Packed::from_sorted(keys, vec!['a', 'b', 'c', 'd']).unwrap();
+        assert_eq!(packed.len(), 4);
+        assert_eq!(packed.get(0), Some(&'a'));
+        assert_eq!(packed.get(1), Some(&'b'));
+        assert_eq!(packed.get(2), None);
+        assert_eq!(packed.get(u64::MAX - 2), Some(&'c'));
+        assert_eq!(packed.get(u64::MAX - 1), None);
+        assert_eq!(packed.get(u64::MAX), Some(&'d'));
+        assert_eq!(Packed::<char>::default().get(7), None);
+        assert_eq!(Packed::<char>::default().get(u64::MAX), None);
+        assert!(Packed::from_sorted(vec![1, 2], vec!['a']).is_err());
+    }
+
+    #[test]
+    fn a_packed_index_finds_every_one_of_many_names() {
+        let mut idx = EntryIndex::new();
+        for i in 0..50_000u32 {
+            idx.upsert_domain(&format!("host{i}.example"), |_| i);
+        }
+        idx.pack();
+        assert!(idx.domains.open.is_empty());
+        assert_eq!(idx.domain_count(), 50_000);
+        for i in 0..50_000u32 {
+            assert_eq!(
+                idx.best_match(&format!("www.host{i}.example"), None)
+                    .map(|m| *m.1),
+                Some(i)
+            );
+        }
+        assert!(idx.best_match("host50000.example", None).is_none());
+        assert!(idx.best_match("example", None).is_none());
     }
 
     #[test]

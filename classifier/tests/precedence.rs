@@ -177,3 +177,33 @@ fn role_resolution_order() {
     assert!(!c.known);
     assert_eq!(&*p.client(ip("10.20.1.1"), None).school, "hillside");
 }
+
+#[test]
+fn a_name_on_several_lists_carries_every_category_whatever_the_order() {
+    let entries = [
+        ("ut1/gambling", Category::Gambling, "bet365.com"),
+        ("ut1/games", Category::Games, "bet365.com"),
+        ("ut1/gambling", Category::Gambling, "bet365.com"),
+        ("ut1/games", Category::Games, "miniclip.com"),
+    ];
+    let mut reversed = entries;
+    reversed.reverse();
+    for entries in [&entries[..], &reversed[..]] {
+        let p = crate::support::policy(crate::support::SMALL_SCHOOL, entries);
+        assert_eq!(p.stats().domains, 2);
+        let v = decide(&p, "pupil", "https://www.bet365.com/", tuesday_lesson());
+        assert!(
+            v.categories.contains(Category::Gambling),
+            "{:?}",
+            v.categories
+        );
+        assert!(v.categories.contains(Category::Games), "{:?}", v.categories);
+        let v = decide(&p, "pupil", "https://miniclip.com/", tuesday_lesson());
+        assert!(v.categories.contains(Category::Games), "{:?}", v.categories);
+        assert!(
+            !v.categories.contains(Category::Gambling),
+            "{:?}",
+            v.categories
+        );
+    }
+}
