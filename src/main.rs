@@ -5,6 +5,7 @@ mod alerts;
 mod check;
 mod config_cmd;
 mod load;
+mod memory;
 mod run;
 
 use std::path::PathBuf;
@@ -124,6 +125,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => {
             init_logging();
+            memory::fix_mmap_threshold();
             runtime().and_then(|rt| rt.block_on(run::run(&config)).map(|()| ExitCode::SUCCESS))
         }
         Command::Db {
