@@ -6,7 +6,7 @@ use crate::support::{decide, school, tuesday_lesson};
 fn a_listed_domain_and_its_subdomains_are_blocked_with_a_reason() {
     let p = school();
     let t = tuesday_lesson();
-    let v = decide(&p, "pupil", "https://www.bet365.com/sports", t);
+    let v = decide(p, "pupil", "https://www.bet365.com/sports", t);
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.category, Some(Category::Gambling));
     assert_eq!(
@@ -16,9 +16,9 @@ fn a_listed_domain_and_its_subdomains_are_blocked_with_a_reason() {
     // Gambling is flagged low for pupils too: the block carries the severity.
     assert_eq!(v.severity, Some(Severity::Low));
     // A name that merely ends the same way is not a subdomain.
-    let v = decide(&p, "pupil", "wargames.example.org", t);
+    let v = decide(p, "pupil", "wargames.example.org", t);
     assert_eq!(v.action, Action::Allow, "{}", v.reason());
-    let v = decide(&p, "pupil", "chess.games.example.org", t);
+    let v = decide(p, "pupil", "chess.games.example.org", t);
     assert_eq!(v.action, Action::Block, "{}", v.reason());
 }
 
@@ -29,18 +29,18 @@ fn illegal_beats_everything_including_local_allow() {
     // bbc.co.uk is on the pupil allow list; a URL entry under it on an illegal list
     // still blocks, for every role.
     for role in ["pupil", "staff", "guest"] {
-        let v = decide(&p, role, "http://illegal.example/x", t);
+        let v = decide(p, role, "http://illegal.example/x", t);
         assert_eq!(v.action, Action::Block, "{role}");
         assert_eq!(v.category, Some(Category::Illegal));
         assert_eq!(v.severity, Some(Severity::Critical));
     }
-    let v = decide(&p, "staff", "http://bad.example/abuse/1.jpg", t);
+    let v = decide(p, "staff", "http://bad.example/abuse/1.jpg", t);
     assert_eq!(v.action, Action::Block);
     assert_eq!(
         v.reason(),
         "blocked for staff: illegal (list iwf: bad.example/abuse)"
     );
-    let v = decide(&p, "staff", "http://bad.example/fine", t);
+    let v = decide(p, "staff", "http://bad.example/fine", t);
     assert_eq!(v.action, Action::Allow);
 }
 
@@ -49,7 +49,7 @@ fn local_allow_beats_list_categories() {
     let p = school();
     let t = tuesday_lesson();
     // bbc.co.uk/proxied is on a proxy list, but bbc.co.uk is allowed for pupils...
-    let v = decide(&p, "pupil", "http://www.bbc.co.uk/proxied/page", t);
+    let v = decide(p, "pupil", "http://www.bbc.co.uk/proxied/page", t);
     assert_eq!(v.action, Action::Allow, "{}", v.reason());
     assert_eq!(
         v.rule,
@@ -58,9 +58,9 @@ fn local_allow_beats_list_categories() {
         }
     );
     // ...and a URL allow entry lifts a domain block below it only.
-    let v = decide(&p, "pupil", "http://games.example.org/maths/fractions", t);
+    let v = decide(p, "pupil", "http://games.example.org/maths/fractions", t);
     assert_eq!(v.action, Action::Allow, "{}", v.reason());
-    let v = decide(&p, "pupil", "http://games.example.org/shooter", t);
+    let v = decide(p, "pupil", "http://games.example.org/shooter", t);
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.category, Some(Category::Games));
 }
@@ -69,13 +69,13 @@ fn local_allow_beats_list_categories() {
 fn the_more_specific_of_allow_and_deny_wins() {
     let p = school();
     let t = tuesday_lesson();
-    let v = decide(&p, "pupil", "http://tricky.bbc.co.uk/", t);
+    let v = decide(p, "pupil", "http://tricky.bbc.co.uk/", t);
     assert_eq!(v.action, Action::Block);
     assert_eq!(
         v.reason(),
         "blocked for pupil: local deny: tricky.bbc.co.uk"
     );
-    let v = decide(&p, "pupil", "http://news.bbc.co.uk/", t);
+    let v = decide(p, "pupil", "http://news.bbc.co.uk/", t);
     assert_eq!(v.action, Action::Allow);
 }
 
@@ -83,12 +83,12 @@ fn the_more_specific_of_allow_and_deny_wins() {
 fn roles_differ() {
     let p = school();
     let t = tuesday_lesson();
-    let pupil = decide(&p, "pupil", "games.example.org", t);
-    let staff = decide(&p, "staff", "games.example.org", t);
+    let pupil = decide(p, "pupil", "games.example.org", t);
+    let staff = decide(p, "staff", "games.example.org", t);
     assert_eq!(pupil.action, Action::Block);
     assert_eq!(staff.action, Action::Allow);
     // The guest role extends pupil and adds its own blocks.
-    let guest = decide(&p, "guest", "games.example.org", t);
+    let guest = decide(p, "guest", "games.example.org", t);
     assert_eq!(guest.action, Action::Block);
 }
 
@@ -97,7 +97,7 @@ fn flagged_search_terms_with_severity() {
     let p = school();
     let t = tuesday_lesson();
     let v = decide(
-        &p,
+        p,
         "pupil",
         "https://www.google.co.uk/search?q=how+to+kill+myself",
         t,
@@ -113,7 +113,7 @@ fn flagged_search_terms_with_severity() {
     );
     // An ordinary search is only rewritten.
     let v = decide(
-        &p,
+        p,
         "pupil",
         "https://www.google.co.uk/search?q=photosynthesis",
         t,
@@ -125,7 +125,7 @@ fn flagged_search_terms_with_severity() {
     );
     // Staff have no SafeSearch in this config.
     let v = decide(
-        &p,
+        p,
         "staff",
         "https://www.google.co.uk/search?q=photosynthesis",
         t,
@@ -137,11 +137,11 @@ fn flagged_search_terms_with_severity() {
 fn keywords_catch_what_no_list_knows() {
     let p = school();
     let t = tuesday_lesson();
-    let v = decide(&p, "pupil", "http://free-online-casino-2026.example/", t);
+    let v = decide(p, "pupil", "http://free-online-casino-2026.example/", t);
     assert_eq!(v.action, Action::Block);
     assert_eq!(v.category, Some(Category::Gambling));
     assert!(matches!(v.rule, Rule::Keyword { .. }), "{:?}", v.rule);
-    let v = decide(&p, "pupil", "http://essex.ac.uk/", t);
+    let v = decide(p, "pupil", "http://essex.ac.uk/", t);
     assert_eq!(v.action, Action::Allow, "{}", v.reason());
 }
 
