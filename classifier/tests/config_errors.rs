@@ -239,3 +239,25 @@ fn every_problem_is_reported_at_once() {
     let e = errors(toml);
     assert_eq!(e.len(), 3, "{e:?}");
 }
+
+#[test]
+fn batch_size_follows_the_backend_unless_set() {
+    let c = Config::parse("school.toml", BASE).unwrap();
+    assert_eq!(c.store.batch_size, None);
+    assert_eq!(c.store.batch_size(), 2_000);
+    let clickhouse = format!(
+        "{BASE}\n[store]\nbackend = \"clickhouse\"\n[store.clickhouse]\nurl = \"http://127.0.0.1:8123\"\n"
+    );
+    let c = Config::parse("school.toml", &clickhouse).unwrap();
+    assert_eq!(c.store.batch_size(), 10_000);
+    let set = format!("{BASE}\n[store]\nbatch_size = 500\n");
+    assert_eq!(
+        Config::parse("school.toml", &set)
+            .unwrap()
+            .store
+            .batch_size(),
+        500
+    );
+    let e = errors(&format!("{BASE}\n[store]\nbatch_size = 0\n"));
+    assert!(e.iter().any(|m| m.contains("batch_size")), "{e:?}");
+}

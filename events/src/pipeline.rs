@@ -447,7 +447,7 @@ impl Pipeline {
             shared: Arc::clone(&shared),
             store,
             dead_letter,
-            batch_size: cfg.batch_size.max(1),
+            batch_size: cfg.batch_size().max(1),
             batch_timeout: Duration::from_millis(cfg.batch_timeout_ms.max(1)),
             backoff: Backoff::new(tuning.backoff_base, tuning.backoff_max),
             tuning,

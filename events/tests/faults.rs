@@ -105,7 +105,7 @@ async fn sigkill_child() {
     let store = Arc::new(ClickhouseStore::new(&ch, Retention::default()));
     let cfg = StoreConfig {
         queue_capacity: 256,
-        batch_size: 200,
+        batch_size: Some(200),
         batch_timeout_ms: 20,
         ..store_config(std::path::Path::new(&dir))
     };
@@ -228,7 +228,7 @@ async fn a_queue_overrun_with_the_store_down_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = StoreConfig {
         queue_capacity: 64,
-        batch_size: 100,
+        batch_size: Some(100),
         ..store_config(dir.path())
     };
     let (tx, handle) =

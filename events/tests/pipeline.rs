@@ -41,7 +41,7 @@ fn start(
 async fn batches_close_on_size_then_on_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = store_config(dir.path());
-    cfg.batch_size = 10;
+    cfg.batch_size = Some(10);
     cfg.batch_timeout_ms = 1_000;
     let store = Arc::new(MockStore::default());
     let (tx, handle, _) = start(&cfg, &store);
@@ -79,7 +79,7 @@ async fn with_record_off_events_are_counted_and_nothing_is_kept() {
 async fn a_store_outage_spools_then_replays_everything_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = store_config(dir.path());
-    cfg.batch_size = 50;
+    cfg.batch_size = Some(50);
     let store = Arc::new(MockStore::default());
     store.set_down(true);
     let (tx, handle, _) = start(&cfg, &store);
@@ -117,7 +117,7 @@ async fn a_store_outage_spools_then_replays_everything_once() {
 async fn shutdown_drains_into_the_spool_and_a_restart_replays_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = store_config(dir.path());
-    cfg.batch_size = 1_000;
+    cfg.batch_size = Some(1_000);
     cfg.batch_timeout_ms = 60_000;
     let store = Arc::new(MockStore::default());
     store.set_down(true);
@@ -141,7 +141,7 @@ async fn shutdown_drains_into_the_spool_and_a_restart_replays_it() {
 async fn shutdown_drains_the_queue_into_a_working_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = store_config(dir.path());
-    cfg.batch_size = 10_000;
+    cfg.batch_size = Some(10_000);
     cfg.batch_timeout_ms = 60_000;
     let store = Arc::new(MockStore::default());
     let (tx, handle, shutdown) = start(&cfg, &store);
@@ -158,7 +158,7 @@ async fn shutdown_drains_the_queue_into_a_working_store() {
 async fn a_bad_event_is_dead_lettered_alone_and_the_rest_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = store_config(dir.path());
-    cfg.batch_size = 64;
+    cfg.batch_size = Some(64);
     let store = Arc::new(MockStore::default());
     *store.poison_host.lock().expect("lock") = Some("poison.example".into());
     let (tx, handle, _) = start(&cfg, &store);

@@ -435,7 +435,7 @@ impl Config {
                 "backend is clickhouse but there is no [store.clickhouse] section",
             );
         }
-        if self.store.batch_size == 0 || self.store.queue_capacity == 0 {
+        if self.store.batch_size() == 0 || self.store.queue_capacity == 0 {
             p.push("store", "batch_size and queue_capacity must be at least 1");
         }
         if self.store.retention.flagged_days < self.store.retention.allowed_days {

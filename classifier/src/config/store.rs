@@ -19,7 +19,8 @@ pub enum Backend {
 ///
 /// Defaults: `backend = "embedded"`, `path = "var/events.sqlite"`,
 /// `spool_dir = "var/spool"`, `dead_letter = "var/dead-letter.jsonl"`,
-/// `queue_capacity = 65536`, `batch_size = 10000`, `batch_timeout_ms = 1000`,
+/// `queue_capacity = 65536`, `batch_size` by backend (see
+/// [`StoreConfig::batch_size`]), `batch_timeout_ms = 1000`,
 /// `spool_max_mb = 2048`, `journal = true`, `record = true`, retention as in
 /// [`Retention`], no ClickHouse section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,8 +39,9 @@ pub struct StoreConfig {
     /// traffic. A smaller queue saves that memory under a flood, but every event
     /// past it is then written to the spool by the thread that made it.
     pub queue_capacity: usize,
-    /// A batch closes at this many events...
-    pub batch_size: usize,
+    /// A batch closes at this many events (unset: by backend, see
+    /// [`StoreConfig::batch_size`])...
+    pub batch_size: Option<usize>,
     /// ...or after this long, whichever comes first, so the review screens are never
     /// more than a second behind.
     pub batch_timeout_ms: u64,
@@ -71,7 +73,7 @@ impl Default for StoreConfig {
             spool_dir: PathBuf::from("var/spool"),
             dead_letter: PathBuf::from("var/dead-letter.jsonl"),
             queue_capacity: 65_536,
-            batch_size: 10_000,
+            batch_size: None,
             batch_timeout_ms: 1_000,
             spool_max_mb: 2_048,
             journal: true,
@@ -79,6 +81,23 @@ impl Default for StoreConfig {
             retention: Retention::default(),
             clickhouse: None,
         }
+    }
+}
+
+impl StoreConfig {
+    /// Events a batch closes at: `batch_size` if set, else 2,000 for the
+    /// embedded store and 10,000 for ClickHouse.
+    ///
+    /// SQLite commits 2,000 rows as cheaply a row as 10,000, and a smaller batch
+    /// is less memory held while it is built and written: the proxy's peak RSS
+    /// under load fell from 57 to 48 MB with a 1 M-name list (`wrk`, 20k
+    /// requests/s, every request stored). ClickHouse wants few, large inserts
+    /// (each one is a part on disk to merge), so it keeps 10,000.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(match self.backend {
+            Backend::Embedded => 2_000,
+            Backend::Clickhouse => 10_000,
+        })
     }
 }
 

@@ -40,7 +40,7 @@ pub fn store_config(dir: &Path) -> StoreConfig {
         spool_dir: dir.join("spool"),
         dead_letter: dir.join("dead-letter.jsonl"),
         queue_capacity: 1_024,
-        batch_size: 500,
+        batch_size: Some(500),
         batch_timeout_ms: 50,
         spool_max_mb: 512,
         retention: Retention {
