@@ -236,7 +236,11 @@ def run(a, ctx):
 
 def section(a, ctx, aggs, started, load_start, load_end, argv, timing):
     v = ctx.versions
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # Uncommitted changes, other than to RESULTS.md (which an earlier run may have
+    # appended to), mean the binary may not be the commit's.
+    status = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    changed = [line.split(maxsplit=1)[-1] for line in status]
+    changed = [path for path in changed if path != "benches/RESULTS.md"]
     meta = ctx.list_meta
     cmd = "benches/compare/run" + ("" if not argv else " " + " ".join(argv))
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -245,7 +249,7 @@ def section(a, ctx, aggs, started, load_start, load_end, argv, timing):
         f"{' (--quick)' if a.quick else ''}\n",
         f"- command: `{cmd}` (from the repository root)",
         f"- commit: `{git('rev-parse', '--short', 'HEAD')}`"
-        + (" (the working tree had uncommitted changes by other engineers)" if dirty else ""),
+        + (f" (uncommitted changes in the working tree: {', '.join(changed)})" if changed else ""),
         f"- schoolgate binary: `target/release/schoolgate`, "
         + ("built by this run" if not a.no_build else "not rebuilt (`--no-build`)")
         + f", file time {_mtime(ctx.binary)}",
