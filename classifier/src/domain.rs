@@ -398,10 +398,6 @@ impl<V> EntryIndex<V> {
         self.urls.values().map(Vec::len).sum()
     }
 
-    pub fn reserve(&mut self, additional: usize) {
-        self.domains.open().reserve(additional);
-    }
-
     /// Adds or merges a domain entry (already normalised).
     pub fn upsert_domain(&mut self, domain: &str, merge: impl FnOnce(Option<&V>) -> V) {
         let h = name_hash(domain);

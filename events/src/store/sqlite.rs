@@ -1431,7 +1431,8 @@ mod tests {
     }
 
     /// A `rollup_seen` row already written gains the bypass bits of a later
-    /// batch (blocked both times: the same retention class, the same row), and a purge that deleted the rows lets them be written again.
+    /// batch (blocked both times: the same retention class, the same row), and
+    /// a purge that deleted the rows lets them be written again.
     #[tokio::test]
     async fn seen_rows_gain_bits_and_come_back_after_a_purge() {
         let dir = tempfile::tempdir().unwrap();
