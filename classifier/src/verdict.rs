@@ -137,26 +137,43 @@ impl Verdict {
     /// A human reason, e.g.
     /// `blocked for pupil: gambling (list ut1/gambling: bet365.com)`.
     pub fn reason(&self) -> String {
+        let mut out = String::new();
+        self.write_reason(&mut out);
+        out
+    }
+
+    /// [`Verdict::reason`] into `out` (cleared first). The common case, allowed
+    /// by default, is put together without the formatting machinery: it is on
+    /// every proxied request.
+    pub fn write_reason(&self, out: &mut String) {
+        use std::fmt::Write as _;
         let what = match self.action {
             Action::Allow => "allowed",
             Action::Flag => "flagged",
             Action::Rewrite => "allowed with SafeSearch",
             Action::Block => "blocked",
         };
-        match (self.category, &self.rule) {
+        out.clear();
+        out.reserve(what.len() + self.role.len() + 32);
+        out.push_str(what);
+        out.push_str(" for ");
+        out.push_str(&self.role);
+        out.push_str(": ");
+        let _ = match (self.category, &self.rule) {
             (_, Rule::Default) if self.action == Action::Rewrite => {
-                format!("{what} for {}: SafeSearch enforced", self.role)
+                out.push_str("SafeSearch enforced");
+                Ok(())
             }
-            (_, Rule::Default) => format!("{what} for {}: no restricted category", self.role),
+            (_, Rule::Default) => {
+                out.push_str("no restricted category");
+                Ok(())
+            }
             (Some(c), rule) if self.action == Action::Allow => {
-                format!(
-                    "{what} for {}: {c} is not restricted now ({rule})",
-                    self.role
-                )
+                write!(out, "{c} is not restricted now ({rule})")
             }
-            (Some(c), rule) => format!("{what} for {}: {c} ({rule})", self.role),
-            (None, rule) => format!("{what} for {}: {rule}", self.role),
-        }
+            (Some(c), rule) => write!(out, "{c} ({rule})"),
+            (None, rule) => write!(out, "{rule}"),
+        };
     }
 
     pub fn is_blocked(&self) -> bool {

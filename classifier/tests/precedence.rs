@@ -18,6 +18,11 @@ fn a_listed_domain_and_its_subdomains_are_blocked_with_a_reason() {
     // A name that merely ends the same way is not a subdomain.
     let v = decide(p, "pupil", "wargames.example.org", t);
     assert_eq!(v.action, Action::Allow, "{}", v.reason());
+    assert_eq!(v.reason(), "allowed for pupil: no restricted category");
+    // Written into a reused buffer, the reason replaces what was there.
+    let mut reused = String::from("blocked for pupil: something long from before");
+    v.write_reason(&mut reused);
+    assert_eq!(reused, "allowed for pupil: no restricted category");
     let v = decide(p, "pupil", "chess.games.example.org", t);
     assert_eq!(v.action, Action::Block, "{}", v.reason());
 }

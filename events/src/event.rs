@@ -121,6 +121,7 @@ pub struct AccessEvent {
     /// Time-ordered and unique: the block page's reference and the dashboard's link.
     pub id: Ulid,
     /// When the decision was made (stored at millisecond precision).
+    #[serde(serialize_with = "serialize_time")]
     pub time: Timestamp,
     pub source: Source,
     /// The school / site id within a trust; empty for a single school.
@@ -157,6 +158,13 @@ pub struct AccessEvent {
     pub cached: bool,
 }
 
+/// The time as jiff writes it (RFC 3339), formatted once. jiff's own impl
+/// hands the serializer a `Display`, and postcard (the journal, on every event)
+/// formats that twice, once to learn the length: half of an event's encoding.
+fn serialize_time<S: serde::Serializer>(time: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&time.to_string())
+}
+
 impl AccessEvent {
     /// A new event for `host` decided now, allowed, with a fresh id; fill in the
     /// rest with the `with_*` methods or field by field.
@@ -166,6 +174,18 @@ impl AccessEvent {
             // Millisecond precision, as stored, so an event read back equals the
             // event sent.
             time: truncate_to_ms(Timestamp::now()),
+            host: host.into(),
+            ..AccessEvent::placeholder(source, client_ip)
+        }
+    }
+
+    /// An empty event with the nil id at the epoch: what is left in place of
+    /// an event taken out to be sent, without the clock reads and the random
+    /// bits of [`AccessEvent::new`]. Never sent itself.
+    pub fn placeholder(source: Source, client_ip: IpAddr) -> AccessEvent {
+        AccessEvent {
+            id: Ulid::nil(),
+            time: Timestamp::UNIX_EPOCH,
             source,
             school: String::new(),
             node: String::new(),
@@ -174,7 +194,7 @@ impl AccessEvent {
             device: None,
             role: String::new(),
             method: String::new(),
-            host: host.into(),
+            host: String::new(),
             path: String::new(),
             search_terms: String::new(),
             action: Action::Allow,
@@ -489,6 +509,35 @@ mod tests {
         let json = serde_json::to_string(&e).expect("serialise");
         let back: AccessEvent = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, e);
+    }
+
+    /// The journal's records from before `serialize_time` hold the time as
+    /// jiff's own impl wrote it: the bytes must not change.
+    #[test]
+    fn the_time_is_encoded_as_jiff_encodes_it() {
+        for ms in [
+            0,
+            1_700_000_000_123,
+            1_700_000_000_100,
+            1_700_000_000_000,
+            -1,
+        ] {
+            let t = Timestamp::from_millisecond(ms).expect("valid");
+            let e = AccessEvent::new(Source::Proxy, ip(), "a.example").at(t);
+            let ours = postcard::to_allocvec(&e).expect("encode");
+            let jiffs = postcard::to_allocvec(&t).expect("encode");
+            let mut id = postcard::to_allocvec(&e.id).expect("encode");
+            id.extend_from_slice(&jiffs);
+            assert!(ours.starts_with(&id), "{ms}");
+            assert_eq!(
+                postcard::from_bytes::<AccessEvent>(&ours).expect("decode"),
+                e
+            );
+            assert_eq!(
+                serde_json::to_value(&e).expect("json")["time"],
+                serde_json::to_value(t).expect("json")
+            );
+        }
     }
 
     #[test]
