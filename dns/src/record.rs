@@ -81,7 +81,9 @@ const RECENT_LIMIT: usize = 65_536;
 struct Recent {
     /// Keyed by a 64-bit hash of (client, name); a collision (vanishingly rare at
     /// this size) would leave one allowed query unlogged, never a blocked one.
-    seen: std::collections::HashMap<u64, Instant>,
+    /// The table is indexed by that hash itself: hashing it again (as a map
+    /// keyed by it would) doubled the cost of a repeat, which is most queries.
+    seen: hashbrown::HashTable<(u64, Instant)>,
 }
 
 impl Recent {
@@ -90,7 +92,7 @@ impl Recent {
     fn is_repeat(&mut self, ip: IpAddr, name: &str, now: Instant, window: Duration) -> bool {
         use std::hash::BuildHasher;
         let key = foldhash::fast::FixedState::default().hash_one((ip, name));
-        if let Some(last) = self.seen.get_mut(&key) {
+        if let Some((_, last)) = self.seen.find_mut(key, |&(k, _)| k == key) {
             if now.duration_since(*last) < window {
                 return true;
             }
@@ -100,7 +102,7 @@ impl Recent {
         if self.seen.len() >= RECENT_LIMIT {
             self.seen.clear();
         }
-        self.seen.insert(key, now);
+        self.seen.insert_unique(key, (key, now), |&(k, _)| k);
         false
     }
 }
@@ -288,5 +290,43 @@ impl Recorder {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeat_is_the_same_client_and_name_inside_the_window() {
+        let mut recent = Recent::default();
+        let window = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let pupil: IpAddr = "10.1.0.7".parse().expect("ip");
+        let other: IpAddr = "10.1.0.8".parse().expect("ip");
+        assert!(!recent.is_repeat(pupil, "bbc.co.uk", t0, window));
+        assert!(recent.is_repeat(pupil, "bbc.co.uk", t0 + Duration::from_secs(59), window));
+        assert!(!recent.is_repeat(other, "bbc.co.uk", t0, window));
+        assert!(!recent.is_repeat(pupil, "news.bbc.co.uk", t0, window));
+        // Past the window it is logged again, and the window starts over.
+        let t1 = t0 + Duration::from_secs(61);
+        assert!(!recent.is_repeat(pupil, "bbc.co.uk", t1, window));
+        assert!(recent.is_repeat(pupil, "bbc.co.uk", t1 + Duration::from_secs(30), window));
+    }
+
+    #[test]
+    fn the_memory_starts_over_when_full() {
+        let mut recent = Recent::default();
+        let window = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.1.0.7".parse().expect("ip");
+        for i in 0..RECENT_LIMIT {
+            assert!(!recent.is_repeat(ip, &format!("n{i}.example"), t0, window));
+        }
+        assert_eq!(recent.seen.len(), RECENT_LIMIT);
+        assert!(recent.is_repeat(ip, "n0.example", t0, window));
+        assert!(!recent.is_repeat(ip, "one-more.example", t0, window));
+        assert_eq!(recent.seen.len(), 1);
+        assert!(!recent.is_repeat(ip, "n0.example", t0, window));
     }
 }

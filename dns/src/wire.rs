@@ -790,6 +790,41 @@ mod tests {
         assert_eq!(plain.udp_limit(), 512);
     }
 
+    /// Any labels (bytes of every value, any case, up to the length limits):
+    /// the wire form is the labels lowercased, the text the same with `?` for
+    /// what cannot be in a host name, and a name past 255 bytes is refused.
+    #[test]
+    fn names_are_lowercased_and_masked_byte_for_byte() {
+        use proptest::prelude::*;
+        let labels =
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..=63), 0..8);
+        proptest!(|(labels in labels)| {
+            let mut name = QueryName::empty();
+            let mut wire = Vec::new();
+            let mut text = String::new();
+            for l in &labels {
+                if wire.len() + l.len() + 2 > MAX_NAME_WIRE {
+                    prop_assert!(!name.push_label(l));
+                    break;
+                }
+                prop_assert!(name.push_label(l));
+                wire.push(l.len() as u8);
+                wire.extend(l.iter().map(u8::to_ascii_lowercase));
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.extend(l.iter().map(|b| match b.to_ascii_lowercase() {
+                    c @ (b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_') => char::from(c),
+                    _ => '?',
+                }));
+            }
+            name.finish();
+            wire.push(0);
+            prop_assert_eq!(name.wire(), &wire[..]);
+            prop_assert_eq!(name.text(), text.as_str());
+        });
+    }
+
     #[test]
     fn odd_bytes_in_a_label_cannot_pass_as_a_host_name() {
         let mut packet = query("ab.example.com.", RecordType::A, false);
