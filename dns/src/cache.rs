@@ -99,40 +99,36 @@ impl CacheKey {
     }
 }
 
-/// A cached answer: the response without its OPT record, ID zero.
+/// A cached answer: the response without its OPT record, ID zero, shared by the
+/// cache and the queries it answers.
 ///
-/// One allocation holds everything (a cache of 200,000 answers is then about
-/// 190 bytes an entry, against 300 with a box per part):
+/// One allocation holds everything, reference counts and sizes included. With
+/// the sizes and the counts in an allocation of their own (an `Arc<Answer>`
+/// around a boxed buffer) a miss flood that filled a 200,000-answer cache peaked
+/// at 130–141 MB; with one, 119–130 MB (`VmHWM`, three runs each, the
+/// benchmark's 1 M-name policy). A box per part was about 300 bytes an entry:
 ///
 /// ```text
+/// [wire_len: u32][ttl_count: u16][question_end: u16][rcode: u8]
 /// [message: wire_len bytes][TTL fields: ttl_count x (offset: u16, ttl: u32)][cache key]
 /// ```
 ///
 /// The key is added when the cache takes the answer ([`Cache::insert`]).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Answer {
-    data: Box<[u8]>,
-    wire_len: u32,
-    ttl_count: u16,
-    question_end: u16,
-    rcode: u8,
+    buf: Arc<[u8]>,
 }
 
 /// Bytes of one TTL field's entry: its offset in the message, the TTL it had.
 const TTL_ENTRY: usize = 6;
+/// Bytes of the sizes in front of the message.
+const META: usize = 9;
 
 impl Answer {
     /// Makes a cacheable answer from a scanned upstream response; also returns
     /// how long it may be cached (`None`: not at all, e.g. SERVFAIL, TTL 0, or a
     /// negative answer without an SOA).
     pub fn from_upstream(msg: Vec<u8>, s: &Scanned) -> (Answer, Option<u32>) {
-        let mut data = msg;
-        data.truncate(s.keep_len);
-        wire::set_additional(&mut data, s.keep_additional);
-        // The ID and the flags are the client's, patched in when served.
-        if let Some(id) = data.get_mut(..2) {
-            id.copy_from_slice(&[0, 0]);
-        }
         let ttl = match s.rcode {
             wire::RCODE_NOERROR if s.answers > 0 => s.min_ttl.map(|t| t.min(MAX_TTL)),
             wire::RCODE_NOERROR | wire::RCODE_NXDOMAIN if s.negative_soa => {
@@ -141,23 +137,35 @@ impl Answer {
             _ => None,
         }
         .filter(|t| *t > 0);
+        (Answer::build(msg, s, &[]), ttl)
+    }
+
+    /// The shared buffer for `msg` (cut to what is kept), its TTL fields and `key`.
+    fn build(mut msg: Vec<u8>, s: &Scanned, key: &[u8]) -> Answer {
+        msg.truncate(s.keep_len);
+        wire::set_additional(&mut msg, s.keep_additional);
+        // The ID and the flags are the client's, patched in when served.
+        if let Some(id) = msg.get_mut(..2) {
+            id.copy_from_slice(&[0, 0]);
+        }
         // A DNS message is at most 65,535 bytes, so its offsets and its record
         // count fit in 16 bits.
-        let wire_len = data.len() as u32;
+        let wire_len = msg.len() as u32;
         let ttl_count = s.ttls.len().min(usize::from(u16::MAX)) as u16;
-        data.reserve_exact(usize::from(ttl_count) * TTL_ENTRY);
+        let question_end = s.question_end.min(usize::from(u16::MAX)) as u16;
+        let mut buf =
+            Vec::with_capacity(META + msg.len() + usize::from(ttl_count) * TTL_ENTRY + key.len());
+        buf.extend_from_slice(&wire_len.to_le_bytes());
+        buf.extend_from_slice(&ttl_count.to_le_bytes());
+        buf.extend_from_slice(&question_end.to_le_bytes());
+        buf.push(s.rcode);
+        buf.extend_from_slice(&msg);
         for &(off, t) in &s.ttls[..usize::from(ttl_count)] {
-            data.extend_from_slice(&off.to_be_bytes());
-            data.extend_from_slice(&t.to_be_bytes());
+            buf.extend_from_slice(&off.to_be_bytes());
+            buf.extend_from_slice(&t.to_be_bytes());
         }
-        let answer = Answer {
-            data: data.into_boxed_slice(),
-            wire_len,
-            ttl_count,
-            question_end: s.question_end.min(usize::from(u16::MAX)) as u16,
-            rcode: s.rcode,
-        };
-        (answer, ttl)
+        buf.extend_from_slice(key);
+        Answer { buf: buf.into() }
     }
 
     /// An answer we built ourselves (SafeSearch), with its record TTLs.
@@ -166,26 +174,37 @@ impl Answer {
         Some(Answer::from_upstream(wire, &s))
     }
 
-    /// This answer with `key` stored after it.
-    fn keyed(self, key: &[u8]) -> Answer {
-        let mut data = self.data.into_vec();
-        data.truncate(self.wire_len as usize + usize::from(self.ttl_count) * TTL_ENTRY);
-        data.extend_from_slice(key);
-        Answer {
-            data: data.into_boxed_slice(),
-            ..self
-        }
+    fn wire_len(&self) -> usize {
+        u32::from_le_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize
+    }
+
+    fn ttl_count(&self) -> usize {
+        usize::from(u16::from_le_bytes([self.buf[4], self.buf[5]]))
+    }
+
+    /// Where the TTL fields end and the key starts.
+    fn key_start(&self) -> usize {
+        META + self.wire_len() + self.ttl_count() * TTL_ENTRY
+    }
+
+    /// This answer with `key` stored after it (a new buffer).
+    fn keyed(&self, key: &[u8]) -> Answer {
+        let end = self.key_start();
+        let mut buf = Vec::with_capacity(end + key.len());
+        buf.extend_from_slice(&self.buf[..end]);
+        buf.extend_from_slice(key);
+        Answer { buf: buf.into() }
     }
 
     fn key(&self) -> &[u8] {
-        &self.data[self.wire_len as usize + usize::from(self.ttl_count) * TTL_ENTRY..]
+        &self.buf[self.key_start()..]
     }
 
     /// Each TTL field's offset and the TTL it had when stored.
     fn ttls(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
-        let start = self.wire_len as usize;
-        let end = start + usize::from(self.ttl_count) * TTL_ENTRY;
-        self.data[start..end].chunks_exact(TTL_ENTRY).map(|e| {
+        let start = META + self.wire_len();
+        let end = start + self.ttl_count() * TTL_ENTRY;
+        self.buf[start..end].chunks_exact(TTL_ENTRY).map(|e| {
             (
                 usize::from(u16::from_be_bytes([e[0], e[1]])),
                 u32::from_be_bytes([e[2], e[3], e[4], e[5]]),
@@ -194,7 +213,7 @@ impl Answer {
     }
 
     pub fn rcode(&self) -> u8 {
-        self.rcode
+        self.buf[8]
     }
 
     /// The smallest TTL of its records, as stored.
@@ -207,11 +226,11 @@ impl Answer {
     }
 
     pub fn wire(&self) -> &[u8] {
-        &self.data[..self.wire_len as usize]
+        &self.buf[META..META + self.wire_len()]
     }
 
     pub fn question_end(&self) -> usize {
-        usize::from(self.question_end)
+        usize::from(u16::from_le_bytes([self.buf[6], self.buf[7]]))
     }
 
     /// Writes this answer for `q` into `out`: the client's ID, flags and question
@@ -249,7 +268,7 @@ impl Answer {
 /// A lookup's result.
 #[derive(Clone, Debug)]
 pub struct Hit {
-    pub answer: Arc<Answer>,
+    pub answer: Answer,
     /// Whole seconds since it was stored.
     pub age_secs: u32,
     /// Past its TTL, inside the serve-stale window.
@@ -260,7 +279,7 @@ pub struct Hit {
 struct Slot {
     hash: u64,
     /// Holds the key too.
-    answer: Arc<Answer>,
+    answer: Answer,
     stored_ms: u64,
     expires_ms: u64,
     stale_until_ms: u64,
@@ -351,7 +370,7 @@ impl Cache {
             return None;
         }
         Some(Hit {
-            answer: Arc::clone(&slot.answer),
+            answer: slot.answer.clone(),
             age_secs: u32::try_from(now_ms.saturating_sub(slot.stored_ms) / 1000)
                 .unwrap_or(u32::MAX),
             stale: now_ms >= slot.expires_ms,
@@ -359,23 +378,17 @@ impl Cache {
     }
 
     /// Stores `answer` for `ttl_secs`, and hands it back shared.
-    pub fn insert(
-        &self,
-        key: &CacheKey,
-        answer: Answer,
-        ttl_secs: u32,
-        now_ms: u64,
-    ) -> Arc<Answer> {
+    pub fn insert(&self, key: &CacheKey, answer: Answer, ttl_secs: u32, now_ms: u64) -> Answer {
         if self.per_shard == 0 || ttl_secs == 0 {
-            return Arc::new(answer);
+            return answer;
         }
         let key = key.as_bytes();
         let hash = self.hash(key);
         let expires_ms = now_ms + u64::from(ttl_secs) * 1000;
-        let answer = Arc::new(answer.keyed(key));
+        let answer = answer.keyed(key);
         let slot = Slot {
             hash,
-            answer: Arc::clone(&answer),
+            answer: answer.clone(),
             stored_ms: now_ms,
             expires_ms,
             stale_until_ms: expires_ms + self.stale_ms,
@@ -535,7 +548,16 @@ mod tests {
         );
         assert!(cache.get(&other_type, 1).is_none(), "AAAA is another key");
         let hit = cache.get(&key("K.EXAMPLE"), 1).expect("hit");
-        assert!(Arc::ptr_eq(&hit.answer, &stored));
+        assert!(
+            Arc::ptr_eq(&hit.answer.buf, &stored.buf),
+            "one shared buffer"
+        );
+        // The sizes in front of the message read back as scanned.
+        let s = wire::scan_response(&wire).expect("scan");
+        assert_eq!(stored.rcode(), s.rcode);
+        assert_eq!(stored.question_end(), s.question_end);
+        assert_eq!(stored.ttls().count(), s.ttls.len());
+        assert_eq!(stored.wire().len(), s.keep_len);
     }
 
     #[test]

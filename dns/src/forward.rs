@@ -18,7 +18,7 @@ use crate::wire;
 const REWRITE_NODATA_TTL: u32 = 300;
 const INFLIGHT_SHARDS: usize = 16;
 
-type Flight = Arc<OnceCell<Result<Arc<Answer>, UpstreamError>>>;
+type Flight = Arc<OnceCell<Result<Answer, UpstreamError>>>;
 type Flights = Mutex<HashMap<Box<[u8]>, Flight, foldhash::fast::RandomState>>;
 
 /// Cache, upstreams and the queries in flight.
@@ -73,7 +73,7 @@ impl Forwarder {
         key: &CacheKey,
         ask: Ask<'_>,
         counters: &Counters,
-    ) -> Result<Arc<Answer>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let shard = {
             use std::hash::BuildHasher;
             &self.inflight[self.hasher.hash_one(key.as_bytes()) as usize % INFLIGHT_SHARDS]
@@ -104,7 +104,7 @@ impl Forwarder {
                 let (answer, ttl) = Answer::from_upstream(msg, &scanned);
                 Ok(match ttl {
                     Some(ttl) => self.cache.insert(key, answer, ttl, self.now_ms()),
-                    None => Arc::new(answer),
+                    None => answer,
                 })
             })
             .await
@@ -128,7 +128,7 @@ impl Forwarder {
         ask: Ask<'_>,
         target_wire: &[u8],
         counters: &Counters,
-    ) -> Result<Arc<Answer>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let target_ask = Ask {
             name_wire: target_wire,
             ..ask
@@ -166,7 +166,7 @@ impl Forwarder {
         debug_assert_eq!(answer.question_end(), question_end);
         Ok(match cache_ttl {
             Some(t) => self.cache.insert(key, answer, t, self.now_ms()),
-            None => Arc::new(answer),
+            None => answer,
         })
     }
 }
