@@ -39,6 +39,10 @@ use crate::hooks::Mode;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::stats::Counters;
 
+/// The header count hyper's HTTP/1 server allows unless told otherwise
+/// (`http1::Builder::max_headers`), and `[proxy] max_headers`' default.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// The addresses to listen on; a `None` face is not started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Listeners {
@@ -424,9 +428,13 @@ async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    // hyper parses into an array of its default size on the stack; told any
+    // limit, even that one, it allocates the array on the heap per request.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
     let conn_fut = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn_fut);
     let result = tokio::select! {

@@ -42,6 +42,8 @@ pub struct Options {
     pub extra: String,
     /// Where the transparent listeners bind (default 127.0.0.1).
     pub transparent_ip: Option<IpAddr>,
+    /// `[proxy] max_headers` (default 50 here; the product's default is 100).
+    pub max_headers: Option<usize>,
 }
 
 pub struct Harness {
@@ -115,13 +117,14 @@ pac_direct = ["intranet.hillside.example"]
 connect_ports = [443, {ports}]
 header_timeout_secs = 2
 max_header_bytes = 16384
-max_headers = 50
+max_headers = {max_headers}
 {proxy}
 
 {extra}
 "#,
         ports = ports.join(", "),
         proxy = opts.proxy,
+        max_headers = opts.max_headers.unwrap_or(50),
         extra = opts.extra,
     )
 }
