@@ -8,6 +8,28 @@ fn ago(mins: i64) -> Timestamp {
     Timestamp::now() - SignedDuration::from_mins(mins)
 }
 
+fn london() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Europe/London").expect("tz")
+}
+
+/// When the seeded episodes of the date tests start: 100 minutes ago, or, when
+/// their 18 minutes would run past midnight in London, half an hour before that
+/// midnight, so that one school day holds every event whatever the time the
+/// tests run (they failed between 00:00 and 01:40).
+fn episode_start() -> Timestamp {
+    let start = ago(100);
+    let end = start + SignedDuration::from_mins(18);
+    let (first, last) = (
+        start.to_zoned(london()).date(),
+        end.to_zoned(london()).date(),
+    );
+    if first == last {
+        return start;
+    }
+    let midnight = last.to_zoned(london()).expect("midnight").timestamp();
+    midnight - SignedDuration::from_mins(30)
+}
+
 #[tokio::test]
 async fn flagged_access_is_grouped_into_episodes_ranked_by_severity() {
     let h = Harness::start().await;
@@ -133,11 +155,11 @@ async fn acknowledging_removes_an_episode_from_the_queue_and_notes_are_kept() {
 #[tokio::test]
 async fn timeline_and_search_find_one_persons_browsing() {
     let h = Harness::start().await;
-    h.seed_episode("p.brown", ago(100)).await;
-    h.seed_episode("k.singh", ago(100)).await;
+    h.seed_episode("p.brown", episode_start()).await;
+    h.seed_episode("k.singh", episode_start()).await;
     let mut dsl = h.login(Role::EsafetyLead).await;
-    let today = ago(100)
-        .to_zoned(jiff::tz::TimeZone::get("Europe/London").expect("tz"))
+    let today = episode_start()
+        .to_zoned(london())
         .strftime("%Y-%m-%d")
         .to_string();
     let t = dsl
@@ -206,15 +228,11 @@ async fn timeline_and_search_find_one_persons_browsing() {
 #[tokio::test]
 async fn search_by_date_and_device_keeps_to_the_dates_given() {
     let h = Harness::start().await;
-    h.seed_episode("p.brown", ago(100)).await;
+    let start = episode_start();
+    h.seed_episode("p.brown", start).await;
     let mut dsl = h.login(Role::EsafetyLead).await;
-    let day = |mins: i64| {
-        ago(mins)
-            .to_zoned(jiff::tz::TimeZone::get("Europe/London").expect("tz"))
-            .strftime("%Y-%m-%d")
-            .to_string()
-    };
-    let (today, before) = (day(100), day(100 + 3 * 24 * 60));
+    let day = |at: Timestamp| at.to_zoned(london()).strftime("%Y-%m-%d").to_string();
+    let (today, before) = (day(start), day(start - SignedDuration::from_hours(72)));
     let count = |v: serde_json::Value| v.as_array().expect("list").len();
     let s = dsl
         .get(&format!(
