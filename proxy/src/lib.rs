@@ -56,6 +56,7 @@ pub mod error;
 pub mod head;
 pub mod hooks;
 pub mod pages;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod stats;

@@ -24,8 +24,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use schoolgate_classifier::{Action, RoleId, SharedPolicy, Verdict};
 use schoolgate_events::{AccessEvent, EventSender, Source};
 use tokio::sync::Semaphore;
@@ -36,9 +35,10 @@ use crate::body::{ProxyBody, UploadBody};
 use crate::error::{ConnectError, Fault, ProxyError};
 use crate::hooks::{Control, DefaultHooks, Mode, ProxyHooks, RequestContext};
 use crate::pages::{self, BlockPage};
+use crate::pool::{self, Pool, UpstreamFailure};
 use crate::stats::{Counters, ProxyStats};
 use crate::tunnel::{self, FirstBytes, TunnelEnd};
-use crate::upstream::{Connector, Dialer};
+use crate::upstream::Dialer;
 use crate::users::parse_basic;
 use crate::view::View;
 
@@ -49,7 +49,6 @@ const AUTH_CACHE: usize = 10_000;
 /// flood of guesses queues here instead of starving the proxy.
 const AUTH_SLOTS: usize = 2;
 
-type Pooled = Client<Connector, UploadBody>;
 pub(crate) type TunnelTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One client connection, as the request handler sees it.
@@ -129,8 +128,8 @@ static NEXT_PROXY_ID: AtomicU64 = AtomicU64::new(1);
 /// guest.
 #[derive(Debug)]
 struct Pools {
-    open: Pooled,
-    restricted: Pooled,
+    open: Pool,
+    restricted: Pool,
 }
 
 thread_local! {
@@ -223,20 +222,9 @@ impl Proxy {
             if let Some((_, p)) = pools.iter().find(|(id, _)| *id == self.id) {
                 return p.clone();
             }
-            let client = |restricted| -> Pooled {
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(self.pool_idle)
-                    .pool_max_idle_per_host(256)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .build(Connector {
-                        dialer: self.dialer.clone(),
-                        restricted,
-                    })
-            };
             let p = Arc::new(Pools {
-                open: client(false),
-                restricted: client(true),
+                open: Pool::new(self.dialer.clone(), false, self.pool_idle),
+                restricted: Pool::new(self.dialer.clone(), true, self.pool_idle),
             });
             pools.push((self.id, p.clone()));
             p
@@ -654,16 +642,26 @@ impl Proxy {
         } else {
             &pools.open
         };
-        let sent = pool.request(Request::from_parts(parts, upload));
+        // HTTP/1.1 to an origin: the request target in origin form.
+        if let Some(pq) = parts.uri.path_and_query()
+            && let Ok(u) = pool::origin_form(pq.as_str())
+        {
+            parts.uri = u;
+        }
+        let origin = pool::Origin {
+            host: target.host,
+            port: target.port,
+        };
+        let sent = pool.request(&origin, Request::from_parts(parts, upload));
         let idle = view.limits.idle_timeout;
         let resp = match tokio::time::timeout(idle, sent).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let uploaded = count.as_ref().map_or(0, |c| c.load(Ordering::Relaxed));
-                let err = match (up_cap, ConnectError::find(&e)) {
+                let err = match (up_cap, e) {
                     (Some(limit), _) if uploaded > limit => ProxyError::UploadTooLarge { limit },
-                    (_, Some(c)) => ProxyError::Connect(c),
-                    _ => ProxyError::Upstream(error_chain(&e)),
+                    (_, UpstreamFailure::Connect(c)) => ProxyError::Connect(c),
+                    (_, UpstreamFailure::Http(e)) => ProxyError::Upstream(error_chain(&e)),
                 };
                 return self.fail(&view, ctx, err, false);
             }

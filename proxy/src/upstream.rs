@@ -7,15 +7,10 @@
 //! public one. There is no window between check and connect.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::Uri;
-use hyper_util::rt::TokioIo;
 use schoolgate_classifier::SharedPolicy;
 use schoolgate_classifier::policy::canonical_ip;
 use tokio::net::TcpStream;
@@ -165,69 +160,5 @@ impl Dialer {
     ) -> Result<TcpStream, ConnectError> {
         let addrs = self.resolve(host, port).await?;
         self.connect_addrs(&addrs, restricted).await
-    }
-}
-
-impl ConnectError {
-    /// A copy for a second owner (io errors are not `Clone`; kind and text are
-    /// kept).
-    pub fn duplicate(&self) -> ConnectError {
-        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
-        match self {
-            ConnectError::Resolve { host, source } => ConnectError::Resolve {
-                host: host.clone(),
-                source: io(source),
-            },
-            ConnectError::NoAddress { host } => ConnectError::NoAddress { host: host.clone() },
-            ConnectError::Internal { addr } => ConnectError::Internal { addr: *addr },
-            ConnectError::Loop { addr } => ConnectError::Loop { addr: *addr },
-            ConnectError::Refused { addr, source } => ConnectError::Refused {
-                addr: *addr,
-                source: io(source),
-            },
-            ConnectError::Timeout { addr } => ConnectError::Timeout { addr: *addr },
-        }
-    }
-
-    /// Finds a connect error in a hyper-util client error's source chain.
-    pub fn find(err: &(dyn std::error::Error + 'static)) -> Option<ConnectError> {
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-        while let Some(e) = cur {
-            if let Some(c) = e.downcast_ref::<ConnectError>() {
-                return Some(c.duplicate());
-            }
-            cur = e.source();
-        }
-        None
-    }
-}
-
-/// The pooled client's connector: plain TCP through the [`Dialer`]. One
-/// connector (and so one pool) for guest-level roles and one for the others, so a
-/// pooled connection made for staff is never handed to a guest.
-#[derive(Clone, Debug)]
-pub struct Connector {
-    pub dialer: Arc<Dialer>,
-    pub restricted: bool,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        let restricted = self.restricted;
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default();
-            let port = uri.port_u16().unwrap_or(80);
-            let stream = dialer.connect(host, port, restricted).await?;
-            Ok(TokioIo::new(stream))
-        })
     }
 }

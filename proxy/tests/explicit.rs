@@ -129,6 +129,57 @@ async fn keep_alive_and_pooled_upstream_connections() {
 }
 
 #[tokio::test]
+async fn a_connection_the_origin_closes_is_not_reused() {
+    let h = Harness::start().await;
+    let close = h.allowed("/close");
+    let r = h.curl_via(STAFF, &[&close, &close, &close]).await;
+    assert_eq!(r.code, 200, "{r:?}");
+    // curl writes the first body to the file, the others to its output.
+    assert_eq!(r.body, "closing\n");
+    assert_eq!(
+        h.origin.connections(),
+        3,
+        "one upstream connection per request"
+    );
+    // And the next request after them still gets through.
+    let r = h.curl_via(STAFF, &[&h.allowed("/after")]).await;
+    assert_eq!(r.code, 200, "{r:?}");
+    h.event(STAFF, |e| e.path == "/after").await;
+    let closed = h
+        .events_of(STAFF)
+        .await
+        .into_iter()
+        .filter(|e| e.path == "/close" && e.status == 200)
+        .count();
+    assert_eq!(closed, 3, "every request answered by the origin");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn pooled_connections_expire_and_are_not_shared_with_guests() {
+    let h = Harness::with(Options {
+        proxy: "idle_timeout_secs = 1".into(),
+        ..Options::default()
+    })
+    .await;
+    let a = h.allowed("/a");
+    assert_eq!(h.curl_via(STAFF, &[&a]).await.code, 200);
+    // A guest never gets a connection made for staff.
+    assert_eq!(h.curl_via(GUEST, &[&a]).await.code, 200);
+    assert_eq!(
+        h.origin.connections(),
+        2,
+        "one pool for guests, one for the rest"
+    );
+    // Unused past the idle timeout, a connection is not used again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let r = h.curl_via(STAFF, &[&a, &a]).await;
+    assert_eq!(r.code, 200, "{r:?}");
+    assert_eq!(h.origin.connections(), 3, "a fresh connection, then reused");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn http10_chunked_and_expect_continue() {
     let h = Harness::start().await;
     let r = h.curl_via(STAFF, &["-0", &h.allowed("/old")]).await;

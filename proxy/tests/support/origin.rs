@@ -81,6 +81,15 @@ async fn route(mut req: Request<Incoming>) -> Result<Response<Body>, std::conver
         let n = query_n(&req);
         return Ok(Response::new(full(vec![b'x'; n])));
     }
+    if path == "/close" {
+        // The origin will not keep this connection: the pool must not reuse it.
+        let mut resp = Response::new(full("closing\n"));
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return Ok(resp);
+    }
     if path == "/chunked" {
         let n = query_n(&req);
         let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = (0..n)
