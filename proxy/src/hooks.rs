@@ -120,7 +120,8 @@ pub trait ProxyHooks: Send + Sync + std::fmt::Debug + 'static {
         crate::pages::block_page(page)
     }
 
-    /// Phase 4, out. Default: nothing.
+    /// Phase 4, out: the request as the origin will get it (its URI in origin
+    /// form, the site in `Host`). Default: nothing.
     fn upstream_request(&self, _ctx: &RequestContext, _head: &mut http::request::Parts) {}
 
     /// Phase 4, back. Default: nothing.

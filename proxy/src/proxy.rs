@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -591,11 +591,12 @@ impl Proxy {
         }
         let upgrade = wants_upgrade(&parts.headers);
         let authority = authority(&target);
-        let uri = match upstream_uri(&target, &authority) {
+        // HTTP/1.1 to an origin: the request target in origin form (the site is
+        // in `Host`, and the pool's key).
+        parts.uri = match pool::origin_form(&target.path) {
             Ok(u) => u,
-            Err(e) => return self.fail(&view, ctx, e, false),
+            Err(_) => return self.fail(&view, ctx, ProxyError::Malformed("bad URL"), false),
         };
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upgrade_value = if upgrade {
             parts.headers.get(header::UPGRADE).cloned()
@@ -642,12 +643,6 @@ impl Proxy {
         } else {
             &pools.open
         };
-        // HTTP/1.1 to an origin: the request target in origin form.
-        if let Some(pq) = parts.uri.path_and_query()
-            && let Ok(u) = pool::origin_form(pq.as_str())
-        {
-            parts.uri = u;
-        }
         let origin = pool::Origin {
             host: target.host,
             port: target.port,
@@ -1104,8 +1099,7 @@ fn clean_host(host: &str) -> Result<String, ProxyError> {
     Ok(h.to_ascii_lowercase())
 }
 
-/// `host`, or `host:port` when the port is not 80: the upstream URI's authority
-/// and the `Host` header, sharing one buffer.
+/// `host`, or `host:port` when the port is not 80: the `Host` header.
 fn authority(t: &Target) -> Bytes {
     let mut a = String::with_capacity(t.host.len() + 6);
     a.push_str(&t.host);
@@ -1114,17 +1108,6 @@ fn authority(t: &Target) -> Bytes {
         let _ = write!(a, ":{}", t.port);
     }
     Bytes::from(a)
-}
-
-fn upstream_uri(t: &Target, authority: &Bytes) -> Result<Uri, ProxyError> {
-    let bad = |_| ProxyError::Malformed("bad URL");
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority =
-        Some(http::uri::Authority::from_maybe_shared(authority.clone()).map_err(bad)?);
-    parts.path_and_query =
-        Some(http::uri::PathAndQuery::from_maybe_shared(Bytes::from(t.path.clone())).map_err(bad)?);
-    Uri::from_parts(parts).map_err(|_| ProxyError::Malformed("bad URL"))
 }
 
 /// Adds the SafeSearch parameter to a search URL (replacing a weaker value),
