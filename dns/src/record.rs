@@ -137,10 +137,9 @@ impl Recorder {
                 for handoff in rx {
                     match handoff {
                         Handoff::Events(events) => {
-                            for event in events {
-                                if sender.send(event).is_err() {
-                                    counters.inc(C::EventsLost);
-                                }
+                            let lost = sender.send_all(events);
+                            if lost > 0 {
+                                counters.add(C::EventsLost, lost as u64);
                             }
                         }
                         Handoff::Barrier(ack) => {
@@ -283,8 +282,9 @@ impl Recorder {
                         None => Handoff::Events(events),
                     };
                     if let Handoff::Events(events) = events {
-                        for event in events {
-                            self.send(event, counters);
+                        let lost = self.events.send_all(events);
+                        if lost > 0 {
+                            counters.add(C::EventsLost, lost as u64);
                         }
                     }
                 }

@@ -40,7 +40,7 @@ fn config(dir: &std::path::Path) -> StoreConfig {
             pseudonymise_guests: false,
             ..Retention::default()
         },
-        // The shipped defaults: 64 Ki queue, 10 000 per batch, 1 s.
+        // The shipped defaults: 16 Ki queue, the backend's batch size, 1 s.
         ..StoreConfig::default()
     }
 }

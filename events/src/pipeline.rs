@@ -64,7 +64,7 @@ use crate::store::{EventStore, StoreError};
 const SPOOL_RECORD_EVENTS: usize = 5_000;
 
 /// The batcher's pause between two takes from the queue (or `batch_timeout`, if
-/// shorter). The queue's 64 Ki default holds this long of more than three million
+/// shorter). The queue's 16 Ki default holds this long of more than 800,000
 /// events a second, so the pause never pushes events into the spool.
 const GATHER: Duration = Duration::from_millis(20);
 
@@ -163,6 +163,14 @@ struct Shared {
     pseudonymiser: Option<Pseudonymiser>,
 }
 
+/// What [`EventSender::offer`] did with an event.
+enum Offer {
+    /// Queued (or discarded, or already safe in the journal).
+    Taken(Delivery),
+    /// The queue did not take it: the caller spools it (boxed: the rare path).
+    Overflow(Box<Queued>),
+}
+
 /// What travels through the queue: the event and where the journal holds it.
 #[derive(Debug)]
 struct Queued {
@@ -254,9 +262,37 @@ impl EventSender {
     /// is full (or the pipeline has shut down), into the disk spool. Guests are
     /// pseudonymised first, so their identity never reaches the disk.
     pub fn send(&self, event: AccessEvent) -> Result<Delivery, SendError> {
+        match self.offer(event) {
+            Offer::Taken(delivery) => Ok(delivery),
+            Offer::Overflow(q) => self.spool_overflow(vec![*q]),
+        }
+    }
+
+    /// [`EventSender::send`] for several events at once: what the full queue
+    /// cannot take goes to the spool as one record, not one write per event (a
+    /// flood past the queue would otherwise cost a system call an event).
+    /// Returns how many were lost (the queue full and the spool failing: logged
+    /// and counted as `lost`); 0 when every event was queued, spooled, or
+    /// dropped and counted as `send` says.
+    pub fn send_all(&self, events: Vec<AccessEvent>) -> usize {
+        let mut overflow = Vec::new();
+        for event in events {
+            if let Offer::Overflow(q) = self.offer(event) {
+                overflow.push(*q);
+            }
+        }
+        let n = overflow.len();
+        if n > 0 && self.spool_overflow(overflow).is_err() {
+            return n;
+        }
+        0
+    }
+
+    /// Into the queue (journalled first), or back to the caller to spool.
+    fn offer(&self, event: AccessEvent) -> Offer {
         if self.discard {
             Counters::add(&self.shared.counters.discarded, 1);
-            return Ok(Delivery::Discarded);
+            return Offer::Taken(Delivery::Discarded);
         }
         let event = match &self.shared.pseudonymiser {
             Some(p) => p.apply(event),
@@ -285,34 +321,46 @@ impl EventSender {
                 })
             }
         };
-        let queued = match sent {
+        match sent {
             Ok(()) => {
                 Counters::add(&counters.queued, 1);
-                return Ok(Delivery::Queued);
+                Offer::Taken(Delivery::Queued)
             }
             Err(TrySendError::Closed(q)) if q.journal.is_some() => {
                 // The pipeline has shut down; the journal has the event and the
                 // next start moves it to the spool.
                 Counters::sub(&counters.queue_depth, 1);
                 Counters::add(&counters.spooled, 1);
-                return Ok(Delivery::Spooled);
+                Offer::Taken(Delivery::Spooled)
             }
-            Err(TrySendError::Full(q) | TrySendError::Closed(q)) => q,
-        };
-        Counters::sub(&counters.queue_depth, 1);
-        let Queued { event, journal } = queued;
-        let spooled = self.shared.spool_events(vec![event]);
-        if spooled.is_ok()
-            && let Some(slot) = journal
-        {
-            slot.done();
+            Err(TrySendError::Full(q) | TrySendError::Closed(q)) => {
+                Counters::sub(&counters.queue_depth, 1);
+                Offer::Overflow(Box::new(q))
+            }
         }
-        match spooled {
-            Ok(1) => Ok(Delivery::Spooled),
-            Ok(_) => Ok(Delivery::Dropped),
+    }
+
+    /// Spools events the queue did not take, in one record; their journal
+    /// records are done once the spool has them. One event's delivery is
+    /// returned (what `send` reports).
+    fn spool_overflow(&self, overflow: Vec<Queued>) -> Result<Delivery, SendError> {
+        let n = overflow.len();
+        let (events, slots): (Vec<AccessEvent>, Vec<Option<Slot>>) =
+            overflow.into_iter().map(|q| (q.event, q.journal)).unzip();
+        match self.shared.spool_events(events) {
+            Ok(written) => {
+                for slot in slots.into_iter().flatten() {
+                    slot.done();
+                }
+                Ok(if written == n {
+                    Delivery::Spooled
+                } else {
+                    Delivery::Dropped
+                })
+            }
             Err(e) => {
-                Counters::add(&counters.lost, 1);
-                error!(error = %e, "event lost: queue full and the spool failed");
+                Counters::add(&self.shared.counters.lost, n);
+                error!(error = %e, events = n, "events lost: queue full and the spool failed");
                 Err(SendError::Spool(e))
             }
         }

@@ -243,6 +243,48 @@ async fn over_the_spool_cap_allowed_events_go_first() {
     handle.shutdown().await;
 }
 
+/// Records in the spool's segment files (length, checksum, payload each).
+fn spool_records(dir: &std::path::Path) -> usize {
+    let mut records = 0;
+    for entry in std::fs::read_dir(dir).expect("spool dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "seg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("segment");
+        let mut at = 0;
+        while at + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("len")) as usize;
+            at += 8 + len;
+            records += 1;
+        }
+    }
+    records
+}
+
+/// Events sent together past a full queue are spooled as one record, and
+/// every one of them reaches the store once it is back.
+#[tokio::test(start_paused = true)]
+async fn events_sent_together_past_a_full_queue_are_spooled_as_one_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = store_config(dir.path());
+    cfg.queue_capacity = 4;
+    let store = Arc::new(MockStore::default());
+    store.set_down(true);
+    let (tx, handle, _) = start(&cfg, &store);
+    let before = spool_records(&cfg.spool_dir);
+    let events: Vec<_> = (0..100).map(|i| event(i, 1)).collect();
+    assert_eq!(tx.send_all(events), 0, "nothing lost");
+    assert_eq!(handle.counters().spooled, 96, "all but the queue's four");
+    assert_eq!(spool_records(&cfg.spool_dir), before + 1);
+    store.set_down(false);
+    wait_until("100 stored", LONG, || async {
+        store.stored() == 100 && handle.spool_is_empty()
+    })
+    .await;
+    handle.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn guests_are_pseudonymised_before_anything_is_written() {
     let dir = tempfile::tempdir().expect("tempdir");

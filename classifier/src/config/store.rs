@@ -19,7 +19,7 @@ pub enum Backend {
 ///
 /// Defaults: `backend = "embedded"`, `path = "var/events.sqlite"`,
 /// `spool_dir = "var/spool"`, `dead_letter = "var/dead-letter.jsonl"`,
-/// `queue_capacity = 65536`, `batch_size` by backend (see
+/// `queue_capacity = 16384`, `batch_size` by backend (see
 /// [`StoreConfig::batch_size`]), `batch_timeout_ms = 1000`,
 /// `spool_max_mb = 2048`, `journal = true`, `record = true`, retention as in
 /// [`Retention`], no ClickHouse section.
@@ -33,11 +33,13 @@ pub struct StoreConfig {
     pub spool_dir: PathBuf,
     /// Batches the store rejected as bad data, with the server's message.
     pub dead_letter: PathBuf,
-    /// Events held in memory before spilling to the spool. 64 Ki events is about
-    /// 30 MB (some 450 bytes an event: a DNS flood that filled the queue used 21 MB
-    /// more at 64 Ki than at 16 Ki), a few seconds of a busy secondary school's
-    /// traffic. A smaller queue saves that memory under a flood, but every event
-    /// past it is then written to the spool by the thread that made it.
+    /// Events held in memory before spilling to the spool. An event queued
+    /// costs about 700 bytes of memory (some 450 on the heap, and its journal
+    /// record, whose pages count in the resident set until the batch is
+    /// stored), so 16 Ki events is about 11 MB. That is seconds of a busy
+    /// secondary school's traffic: only a flood the store cannot keep up with
+    /// fills it, and then what overflows goes to the spool, a batch of events in
+    /// one record (64 Ki, the default before, is about 45 MB when full).
     pub queue_capacity: usize,
     /// A batch closes at this many events (unset: by backend, see
     /// [`StoreConfig::batch_size`])...
@@ -72,7 +74,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("var/events.sqlite"),
             spool_dir: PathBuf::from("var/spool"),
             dead_letter: PathBuf::from("var/dead-letter.jsonl"),
-            queue_capacity: 65_536,
+            queue_capacity: 16_384,
             batch_size: None,
             batch_timeout_ms: 1_000,
             spool_max_mb: 2_048,
