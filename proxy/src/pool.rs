@@ -193,11 +193,6 @@ impl Pool {
         tx.ready().await.map_err(UpstreamFailure::Http)?;
         Ok(tx)
     }
-
-    /// Idle connections held, over all origins.
-    pub fn idle(&self) -> usize {
-        self.lock().by_origin.values().map(Vec::len).sum()
-    }
 }
 
 /// The origin-form request target (`/path?query`) for a path that starts with `/`.
