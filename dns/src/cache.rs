@@ -113,7 +113,8 @@ impl CacheKey {
 /// [message: wire_len bytes][TTL fields: ttl_count x (offset: u16, ttl: u32)][cache key]
 /// ```
 ///
-/// The key is added when the cache takes the answer ([`Cache::insert`]).
+/// The key is the one the answer is made for; [`Cache::insert`] replaces it
+/// (a copy) only if it is filed under another.
 #[derive(Clone, Debug)]
 pub struct Answer {
     buf: Arc<[u8]>,
@@ -128,7 +129,10 @@ impl Answer {
     /// Makes a cacheable answer from a scanned upstream response; also returns
     /// how long it may be cached (`None`: not at all, e.g. SERVFAIL, TTL 0, or a
     /// negative answer without an SOA).
-    pub fn from_upstream(msg: Vec<u8>, s: &Scanned) -> (Answer, Option<u32>) {
+    ///
+    /// The answer carries `key`, the key it will be cached under, so that
+    /// [`Cache::insert`] stores it without copying it again.
+    pub fn from_upstream(msg: Vec<u8>, s: &Scanned, key: &CacheKey) -> (Answer, Option<u32>) {
         let ttl = match s.rcode {
             wire::RCODE_NOERROR if s.answers > 0 => s.min_ttl.map(|t| t.min(MAX_TTL)),
             wire::RCODE_NOERROR | wire::RCODE_NXDOMAIN if s.negative_soa => {
@@ -137,7 +141,7 @@ impl Answer {
             _ => None,
         }
         .filter(|t| *t > 0);
-        (Answer::build(msg, s, &[]), ttl)
+        (Answer::build(msg, s, key.as_bytes()), ttl)
     }
 
     /// The shared buffer for `msg` (cut to what is kept), its TTL fields and `key`.
@@ -169,9 +173,9 @@ impl Answer {
     }
 
     /// An answer we built ourselves (SafeSearch), with its record TTLs.
-    pub fn synthesized(wire: Vec<u8>) -> Option<(Answer, Option<u32>)> {
+    pub fn synthesized(wire: Vec<u8>, key: &CacheKey) -> Option<(Answer, Option<u32>)> {
         let s = wire::scan_response(&wire)?;
-        Some(Answer::from_upstream(wire, &s))
+        Some(Answer::from_upstream(wire, &s, key))
     }
 
     fn wire_len(&self) -> usize {
@@ -187,7 +191,7 @@ impl Answer {
         META + self.wire_len() + self.ttl_count() * TTL_ENTRY
     }
 
-    /// This answer with `key` stored after it (a new buffer).
+    /// This answer with `key` stored after it instead of its own (a new buffer).
     fn keyed(&self, key: &[u8]) -> Answer {
         let end = self.key_start();
         let mut buf = Vec::with_capacity(end + key.len());
@@ -385,7 +389,12 @@ impl Cache {
         let key = key.as_bytes();
         let hash = self.hash(key);
         let expires_ms = now_ms + u64::from(ttl_secs) * 1000;
-        let answer = answer.keyed(key);
+        // Made for this key (the forwarder's answers are): stored as it is.
+        let answer = if answer.key() == key {
+            answer
+        } else {
+            answer.keyed(key)
+        };
         let slot = Slot {
             hash,
             answer: answer.clone(),
@@ -466,7 +475,7 @@ mod tests {
     fn answer(name: &str, ttl: u32) -> (Answer, u32) {
         let wire = response(name, ttl);
         let s = wire::scan_response(&wire).expect("scan");
-        let (a, t) = Answer::from_upstream(wire, &s);
+        let (a, t) = Answer::from_upstream(wire, &s, &key(name));
         (a, t.expect("cacheable"))
     }
 
@@ -532,8 +541,10 @@ mod tests {
         let cache = Cache::new(100, 0);
         let wire = response("k.example.", 90);
         let s = wire::scan_response(&wire).expect("scan");
-        let (a, ttl) = Answer::from_upstream(wire.clone(), &s);
+        let (a, ttl) = Answer::from_upstream(wire.clone(), &s, &key("k.example"));
+        let built = Arc::clone(&a.buf);
         let stored = cache.insert(&key("k.example"), a, ttl.expect("cacheable"), 0);
+        assert!(Arc::ptr_eq(&built, &stored.buf), "stored without a copy");
         assert_eq!(stored.wire()[2..], wire[2..], "the message, ID cleared");
         assert_eq!(stored.min_ttl(), Some(90));
         assert_eq!(stored.key(), key("k.example").as_bytes());
@@ -564,10 +575,10 @@ mod tests {
     fn zero_ttl_and_servfail_are_not_cached() {
         let wire = response("z.example.", 0);
         let s = wire::scan_response(&wire).expect("scan");
-        assert_eq!(Answer::from_upstream(wire, &s).1, None);
+        assert_eq!(Answer::from_upstream(wire, &s, &key("z.example")).1, None);
         let mut fail = response("f.example.", 60);
         fail[3] = (fail[3] & 0xf0) | wire::RCODE_SERVFAIL;
         let s = wire::scan_response(&fail).expect("scan");
-        assert_eq!(Answer::from_upstream(fail, &s).1, None);
+        assert_eq!(Answer::from_upstream(fail, &s, &key("f.example")).1, None);
     }
 }

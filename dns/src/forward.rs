@@ -101,7 +101,7 @@ impl Forwarder {
                 }
                 let msg = result?;
                 let scanned = wire::scan_response(&msg).ok_or(UpstreamError::BadAnswer)?;
-                let (answer, ttl) = Answer::from_upstream(msg, &scanned);
+                let (answer, ttl) = Answer::from_upstream(msg, &scanned, key);
                 Ok(match ttl {
                     Some(ttl) => self.cache.insert(key, answer, ttl, self.now_ms()),
                     None => answer,
@@ -162,7 +162,7 @@ impl Forwarder {
             wire::copy_answers_expanded(target.wire(), target_question_end, ttl, &mut msg)
                 .ok_or(UpstreamError::BadAnswer)?;
         }
-        let (answer, cache_ttl) = Answer::synthesized(msg).ok_or(UpstreamError::BadAnswer)?;
+        let (answer, cache_ttl) = Answer::synthesized(msg, key).ok_or(UpstreamError::BadAnswer)?;
         debug_assert_eq!(answer.question_end(), question_end);
         Ok(match cache_ttl {
             Some(t) => self.cache.insert(key, answer, t, self.now_ms()),
