@@ -163,14 +163,6 @@ struct Shared {
     pseudonymiser: Option<Pseudonymiser>,
 }
 
-/// What [`EventSender::offer`] did with an event.
-enum Offer {
-    /// Queued (or discarded, or already safe in the journal).
-    Taken(Delivery),
-    /// The queue did not take it: the caller spools it (boxed: the rare path).
-    Overflow(Box<Queued>),
-}
-
 /// What travels through the queue: the event and where the journal holds it.
 #[derive(Debug)]
 struct Queued {
@@ -262,9 +254,10 @@ impl EventSender {
     /// is full (or the pipeline has shut down), into the disk spool. Guests are
     /// pseudonymised first, so their identity never reaches the disk.
     pub fn send(&self, event: AccessEvent) -> Result<Delivery, SendError> {
-        match self.offer(event) {
-            Offer::Taken(delivery) => Ok(delivery),
-            Offer::Overflow(q) => self.spool_overflow(vec![*q]),
+        let mut overflow = Vec::new();
+        match self.offer(event, &mut overflow) {
+            Some(delivery) => Ok(delivery),
+            None => self.spool_overflow(overflow),
         }
     }
 
@@ -277,9 +270,7 @@ impl EventSender {
     pub fn send_all(&self, events: Vec<AccessEvent>) -> usize {
         let mut overflow = Vec::new();
         for event in events {
-            if let Offer::Overflow(q) = self.offer(event) {
-                overflow.push(*q);
-            }
+            self.offer(event, &mut overflow);
         }
         let n = overflow.len();
         if n > 0 && self.spool_overflow(overflow).is_err() {
@@ -288,11 +279,12 @@ impl EventSender {
         0
     }
 
-    /// Into the queue (journalled first), or back to the caller to spool.
-    fn offer(&self, event: AccessEvent) -> Offer {
+    /// Into the queue (journalled first); `None` when the queue did not take
+    /// it and it was put in `overflow`, for the caller to spool.
+    fn offer(&self, event: AccessEvent, overflow: &mut Vec<Queued>) -> Option<Delivery> {
         if self.discard {
             Counters::add(&self.shared.counters.discarded, 1);
-            return Offer::Taken(Delivery::Discarded);
+            return Some(Delivery::Discarded);
         }
         let event = match &self.shared.pseudonymiser {
             Some(p) => p.apply(event),
@@ -324,18 +316,19 @@ impl EventSender {
         match sent {
             Ok(()) => {
                 Counters::add(&counters.queued, 1);
-                Offer::Taken(Delivery::Queued)
+                Some(Delivery::Queued)
             }
             Err(TrySendError::Closed(q)) if q.journal.is_some() => {
                 // The pipeline has shut down; the journal has the event and the
                 // next start moves it to the spool.
                 Counters::sub(&counters.queue_depth, 1);
                 Counters::add(&counters.spooled, 1);
-                Offer::Taken(Delivery::Spooled)
+                Some(Delivery::Spooled)
             }
             Err(TrySendError::Full(q) | TrySendError::Closed(q)) => {
                 Counters::sub(&counters.queue_depth, 1);
-                Offer::Overflow(Box::new(q))
+                overflow.push(q);
+                None
             }
         }
     }
