@@ -136,12 +136,7 @@ impl Recorder {
                 // Ends when the recorder (the only sender) is dropped.
                 for handoff in rx {
                     match handoff {
-                        Handoff::Events(events) => {
-                            let lost = sender.send_all(events);
-                            if lost > 0 {
-                                counters.add(C::EventsLost, lost as u64);
-                            }
-                        }
+                        Handoff::Events(events) => send_all(&sender, events, &counters),
                         Handoff::Barrier(ack) => {
                             let _ = ack.send(());
                         }
@@ -282,14 +277,20 @@ impl Recorder {
                         None => Handoff::Events(events),
                     };
                     if let Handoff::Events(events) = events {
-                        let lost = self.events.send_all(events);
-                        if lost > 0 {
-                            counters.add(C::EventsLost, lost as u64);
-                        }
+                        send_all(&self.events, events, counters);
                     }
                 }
             }
         });
+    }
+}
+
+/// Sends held events together (what overflows the queue is spooled in one
+/// record), counting the ones lost.
+fn send_all(sender: &EventSender, events: Vec<AccessEvent>, counters: &Counters) {
+    let lost = sender.send_all(events);
+    if lost > 0 {
+        counters.add(C::EventsLost, lost as u64);
     }
 }
 
