@@ -119,6 +119,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
         let proxy = schoolgate_proxy::Proxy::new(policy.clone(), events.clone());
         let server = schoolgate_proxy::ProxyServer::bind(proxy.clone(), listeners)
             .context("starting the proxy")?;
+        let server = match config.proxy.workers {
+            Some(n) => server.workers(n.get()),
+            None => server,
+        };
         let token = shutdown.child_token();
         tasks.spawn(async move { server.run(token).await });
         Some(proxy)

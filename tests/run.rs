@@ -31,6 +31,9 @@ proxy = "127.0.0.1:{proxy}"
 dns = ["127.0.0.1:{dns}"]
 dashboard = "127.0.0.1:{dashboard}"
 
+[proxy]
+workers = 3
+
 [dns]
 # Nothing listens here: allowed names fail fast; blocked ones never go upstream.
 upstreams = ["127.0.0.1:9"]
@@ -95,6 +98,11 @@ fn run_filters_reloads_and_drains_every_event() {
     wait_for_port(dns);
     let web: SocketAddr = format!("127.0.0.1:{wp}").parse().unwrap();
     wait_for_port(web);
+    // `proxy.workers` is the number of proxy threads (the default is half the CPUs).
+    running.wait_for_log("workers=3");
+    let log = running.log();
+    let line = log.lines().find(|l| l.contains("workers=")).unwrap_or("");
+    assert!(line.contains("proxy listening addr=127.0.0.1:"), "{line}");
 
     // The dashboard serves its login page; an account made with `user add` exists.
     let login = std::process::Command::new("curl")

@@ -261,3 +261,17 @@ fn batch_size_follows_the_backend_unless_set() {
     let e = errors(&format!("{BASE}\n[store]\nbatch_size = 0\n"));
     assert!(e.iter().any(|m| m.contains("batch_size")), "{e:?}");
 }
+
+#[test]
+fn proxy_workers_must_be_at_least_one() {
+    let e = errors(&format!("{BASE}[proxy]\nworkers = 0\n"));
+    assert!(
+        e[0].starts_with("school.toml:4: proxy.workers: invalid value: integer `0`"),
+        "{}",
+        e[0]
+    );
+    let c = Config::parse("school.toml", &format!("{BASE}[proxy]\nworkers = 3\n")).unwrap();
+    assert_eq!(c.proxy.workers.map(|n| n.get()), Some(3));
+    let c = Config::parse("school.toml", BASE).unwrap();
+    assert_eq!(c.proxy.workers, None, "unset: the proxy's default");
+}

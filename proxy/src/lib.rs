@@ -71,6 +71,6 @@ pub use error::{BindError, ConnectError, Fault, ProxyError};
 pub use hooks::{Control, DefaultHooks, Mode, ProxyHooks, RequestContext};
 pub use pages::{BlockPage, REASON_HEADER, REF_HEADER};
 pub use proxy::{Proxy, ProxyBuilder};
-pub use server::{Listeners, ProxyServer};
+pub use server::{Listeners, ProxyServer, default_workers};
 pub use stats::{ErrorsBySide, ProxyStats};
 pub use users::{Users, hash_password};

@@ -1,7 +1,7 @@
 //! Listeners, accept loops, connection limits and shutdown.
 //!
-//! Thread per core: [`ProxyServer::run`] starts one single-threaded tokio
-//! runtime per worker (default: one per CPU), each with its own `SO_REUSEPORT`
+//! Threads of their own: [`ProxyServer::run`] starts one single-threaded tokio
+//! runtime per worker (default: [`default_workers`]), each with its own `SO_REUSEPORT`
 //! socket per listener, so the kernel spreads connections across workers and a
 //! request (client side, upstream pool, tunnel) stays on one thread from start to
 //! end, with no cross-thread wake-ups on the hot path.
@@ -115,6 +115,18 @@ impl Drop for ClientSlot {
     }
 }
 
+/// The proxy's worker threads unless configured (`proxy.workers`): half the
+/// CPUs, rounded up, at most 64. The proxy shares its machine with the DNS filter
+/// (a loop per CPU), the event pipeline and the store's writer; with a thread per
+/// CPU as well, the busy threads outnumber the cores and preempt each other. On 2
+/// cores under a saturating load, one proxy thread served as many requests as
+/// two, with less CPU per request and a lower p99 (`benches/RESULTS.md`).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().div_ceil(2))
+        .clamp(1, 64)
+}
+
 impl ProxyServer {
     /// Binds the configured listeners (port 0 picks a free port: see
     /// [`local_addrs`](ProxyServer::local_addrs)).
@@ -150,7 +162,7 @@ impl ProxyServer {
         .flatten()
         .collect();
         proxy.dialer.set_local(addrs);
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+        let workers = default_workers();
         Ok(ProxyServer {
             proxy,
             listeners: bound,
@@ -171,7 +183,7 @@ impl ProxyServer {
         self
     }
 
-    /// Worker threads (default: one per CPU).
+    /// Worker threads (default: [`default_workers`]).
     pub fn workers(mut self, n: usize) -> ProxyServer {
         self.workers = n.clamp(1, 64);
         self

@@ -115,7 +115,7 @@ async fn keep_alive_and_pooled_upstream_connections() {
     );
     // A new client connection reuses its worker thread's pool: at most one
     // upstream connection per worker, however many client connections.
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = schoolgate_proxy::default_workers();
     for _ in 0..4 {
         let again = h.curl_via(STAFF, &[&a]).await;
         assert_eq!(again.code, 200);

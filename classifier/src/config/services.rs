@@ -2,6 +2,7 @@
 //! `[reports]` and `[alerts]`. Plain data: the crates that run the servers read them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -121,7 +122,7 @@ pub enum ProxyAuth {
 /// CONNECT allowed to ports 443 and 8443; domain fronting blocked; authentication
 /// off; 32 KiB of request head and 100 headers; 30 s to send a request head
 /// (slowloris), 60 s idle keep-alive, 30 s to connect upstream; 256 connections per
-/// client and 10 000 in total.
+/// client and 10 000 in total; one worker thread for every two CPUs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
@@ -144,6 +145,10 @@ pub struct ProxyConfig {
     pub connect_timeout_secs: u64,
     pub max_connections_per_client: usize,
     pub max_connections: usize,
+    /// Threads serving the proxy, each with its own listening socket; read at
+    /// start. Default: half the CPUs, rounded up (see
+    /// `schoolgate_proxy::default_workers`).
+    pub workers: Option<NonZeroUsize>,
 }
 
 impl Default for ProxyConfig {
@@ -173,6 +178,7 @@ impl Default for ProxyConfig {
             connect_timeout_secs: 30,
             max_connections_per_client: 256,
             max_connections: 10_000,
+            workers: None,
         }
     }
 }
