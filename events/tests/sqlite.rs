@@ -191,3 +191,31 @@ async fn the_writer_thread_runs_at_a_lower_priority() {
         10
     );
 }
+
+/// The WAL is checkpointed every `WAL_CHECKPOINT_PAGES` pages, not SQLite's
+/// 1 000: small commits let it grow past 1 000 pages.
+#[tokio::test]
+async fn the_wal_is_checkpointed_after_many_pages_not_a_thousand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("e.sqlite");
+    let store = SqliteStore::open(&path, Retention::default()).expect("open");
+    for b in 0..80u64 {
+        store
+            .insert(&Batch::new(events::events(b * 500..(b + 1) * 500, 1_000)))
+            .await
+            .expect("insert");
+    }
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let page: u64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .expect("page size");
+    let wal = std::fs::metadata(dir.path().join("e.sqlite-wal"))
+        .expect("the WAL")
+        .len();
+    assert!(wal / page > 1_500, "the WAL holds {} pages", wal / page);
+    assert!(
+        wal / page <= schoolgate_events::store::sqlite::WAL_CHECKPOINT_PAGES as u64 + 1_000,
+        "the WAL holds {} pages",
+        wal / page
+    );
+}

@@ -55,6 +55,15 @@ const DAY_MS: i64 = 86_400_000;
 const PURGE_CHUNK: usize = 10_000;
 /// Idle read connections kept open.
 const READER_POOL: usize = 4;
+/// The WAL is copied into the database after this many pages (about 40 MB),
+/// not SQLite's default of 1 000. Many commits rewrite the same index pages
+/// (the right edge of `events_time_host`, a busy client's leaf of
+/// `events_client`, the hour's rollup rows); between two checkpoints such a page
+/// is copied into the database once, however often it was committed. Measured
+/// with `sqlite_row_cost` (200 000 events in batches of 1 000): 13.0–13.5 →
+/// 11.2–11.4 µs of CPU and 24–26 → 16 µs of wall time per stored event. The
+/// WAL file keeps the size it reached, some 40 MB.
+pub const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -187,6 +196,8 @@ impl SqliteStore {
         // `pagerStress`/`readDbPage` in a profile of the ingest bench). 8 MiB holds a
         // 10 000-event batch; the cache grows only as far as it is used.
         conn.pragma_update(None, "cache_size", -8_192)
+            .map_err(classify)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(classify)?;
         let had_events = table_exists(&conn, "events")?;
         let had_seen = table_exists(&conn, "rollup_seen")?;
