@@ -270,6 +270,11 @@ fn proxy_workers_must_be_at_least_one() {
         "{}",
         e[0]
     );
+    let e = errors(&format!("{BASE}[proxy]\nworkers = 65\n"));
+    assert_eq!(
+        e,
+        ["school.toml:4: proxy.workers: at most 64 proxy threads"]
+    );
     let c = Config::parse("school.toml", &format!("{BASE}[proxy]\nworkers = 3\n")).unwrap();
     assert_eq!(c.proxy.workers.map(|n| n.get()), Some(3));
     let c = Config::parse("school.toml", BASE).unwrap();

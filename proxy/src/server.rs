@@ -25,6 +25,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use schoolgate_classifier::Action;
+use schoolgate_classifier::config::services::MAX_PROXY_WORKERS;
 use schoolgate_events::Source;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -116,7 +117,7 @@ impl Drop for ClientSlot {
 }
 
 /// The proxy's worker threads unless configured (`proxy.workers`): half the
-/// CPUs, rounded up, at most 64. The proxy shares its machine with the DNS filter
+/// CPUs, rounded up, at most [`MAX_PROXY_WORKERS`]. The proxy shares its machine with the DNS filter
 /// (a loop per CPU), the event pipeline and the store's writer; with a thread per
 /// CPU as well, the busy threads outnumber the cores and preempt each other. On 2
 /// cores under a saturating load, one proxy thread served as many requests as
@@ -124,7 +125,7 @@ impl Drop for ClientSlot {
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get().div_ceil(2))
-        .clamp(1, 64)
+        .clamp(1, MAX_PROXY_WORKERS)
 }
 
 impl ProxyServer {
@@ -185,7 +186,7 @@ impl ProxyServer {
 
     /// Worker threads (default: [`default_workers`]).
     pub fn workers(mut self, n: usize) -> ProxyServer {
-        self.workers = n.clamp(1, 64);
+        self.workers = n.clamp(1, MAX_PROXY_WORKERS);
         self
     }
 

@@ -423,6 +423,14 @@ impl Config {
                 "the DNS filter is listening (listen.dns) but has no upstream resolvers",
             );
         }
+        if let Some(n) = self.proxy.workers
+            && n.get() > services::MAX_PROXY_WORKERS
+        {
+            p.push(
+                "proxy.workers",
+                format!("at most {} proxy threads", services::MAX_PROXY_WORKERS),
+            );
+        }
         if self.dns.allowed_sample == 0 {
             p.push(
                 "dns.allowed_sample",

@@ -116,6 +116,9 @@ pub enum ProxyAuth {
     Required,
 }
 
+/// The most proxy threads `proxy.workers` may ask for.
+pub const MAX_PROXY_WORKERS: usize = 64;
+
 /// `[proxy]`.
 ///
 /// Defaults: internal networks are the private, loopback and link-local ranges;
@@ -146,8 +149,8 @@ pub struct ProxyConfig {
     pub max_connections_per_client: usize,
     pub max_connections: usize,
     /// Threads serving the proxy, each with its own listening socket; read at
-    /// start. Default: half the CPUs, rounded up (see
-    /// `schoolgate_proxy::default_workers`).
+    /// start; at most [`MAX_PROXY_WORKERS`]. Default: half the CPUs, rounded up
+    /// (see `schoolgate_proxy::default_workers`).
     pub workers: Option<NonZeroUsize>,
 }
 
