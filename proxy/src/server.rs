@@ -1,10 +1,10 @@
 //! Listeners, accept loops, connection limits and shutdown.
 //!
 //! Threads of their own: [`ProxyServer::run`] starts one single-threaded tokio
-//! runtime per worker (default: [`default_workers`]), each with its own `SO_REUSEPORT`
-//! socket per listener, so the kernel spreads connections across workers and a
-//! request (client side, upstream pool, tunnel) stays on one thread from start to
-//! end, with no cross-thread wake-ups on the hot path.
+//! runtime per worker (default: [`default_workers`]), each with its own
+//! `SO_REUSEPORT` socket per listener, so the kernel spreads connections across
+//! workers and a request (client side, upstream pool, tunnel) stays on one
+//! thread from start to end, with no cross-thread wake-ups on the hot path.
 //!
 //! Each listener has an accept loop; each accepted connection holds a permit of
 //! the global semaphore (`proxy.max_connections`: when all are taken the loop
@@ -117,11 +117,12 @@ impl Drop for ClientSlot {
 }
 
 /// The proxy's worker threads unless configured (`proxy.workers`): half the
-/// CPUs, rounded up, at most [`MAX_PROXY_WORKERS`]. The proxy shares its machine with the DNS filter
-/// (a loop per CPU), the event pipeline and the store's writer; with a thread per
-/// CPU as well, the busy threads outnumber the cores and preempt each other. On 2
-/// cores under a saturating load, one proxy thread served as many requests as
-/// two, with less CPU per request and a lower p99 (`benches/RESULTS.md`).
+/// CPUs, rounded up, at most [`MAX_PROXY_WORKERS`]. The proxy shares its machine
+/// with the DNS filter (a loop per CPU), the event pipeline and the store's
+/// writer; with a thread per CPU as well, the busy threads outnumber the cores
+/// and preempt each other. On 2 cores under a saturating load, one proxy thread
+/// served about as many requests as two, with less CPU per request and a lower
+/// p99 (`benches/RESULTS.md`).
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get().div_ceil(2))
