@@ -20,7 +20,7 @@
 //!    back unsent (a reused connection that the origin had just closed); a
 //!    request that may have reached the origin is never repeated.
 //! 4. Closed and expired connections are dropped at checkout, and every host's
-//!    list is swept every [`SWEEP`], so hosts not visited again leave nothing.
+//!    list is swept every `SWEEP` (30 s), so hosts not visited again leave nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
