@@ -113,8 +113,8 @@ impl CacheKey {
 /// [message: wire_len bytes][TTL fields: ttl_count x (offset: u16, ttl: u32)][cache key]
 /// ```
 ///
-/// The key is the one the answer is made for; [`Cache::insert`] replaces it
-/// (a copy) only if it is filed under another.
+/// The key is the one the answer is made for, and [`Cache::insert`] files it
+/// under that key.
 #[derive(Clone, Debug)]
 pub struct Answer {
     buf: Arc<[u8]>,
@@ -189,15 +189,6 @@ impl Answer {
     /// Where the TTL fields end and the key starts.
     fn key_start(&self) -> usize {
         META + self.wire_len() + self.ttl_count() * TTL_ENTRY
-    }
-
-    /// This answer with `key` stored after it instead of its own (a new buffer).
-    fn keyed(&self, key: &[u8]) -> Answer {
-        let end = self.key_start();
-        let mut buf = Vec::with_capacity(end + key.len());
-        buf.extend_from_slice(&self.buf[..end]);
-        buf.extend_from_slice(key);
-        Answer { buf: buf.into() }
     }
 
     fn key(&self) -> &[u8] {
@@ -381,20 +372,14 @@ impl Cache {
         })
     }
 
-    /// Stores `answer` for `ttl_secs`, and hands it back shared.
-    pub fn insert(&self, key: &CacheKey, answer: Answer, ttl_secs: u32, now_ms: u64) -> Answer {
+    /// Stores `answer` for `ttl_secs` under the key it was made for (no copy),
+    /// and hands it back shared.
+    pub fn insert(&self, answer: Answer, ttl_secs: u32, now_ms: u64) -> Answer {
         if self.per_shard == 0 || ttl_secs == 0 {
             return answer;
         }
-        let key = key.as_bytes();
-        let hash = self.hash(key);
+        let hash = self.hash(answer.key());
         let expires_ms = now_ms + u64::from(ttl_secs) * 1000;
-        // Made for this key (the forwarder's answers are): stored as it is.
-        let answer = if answer.key() == key {
-            answer
-        } else {
-            answer.keyed(key)
-        };
         let slot = Slot {
             hash,
             answer: answer.clone(),
@@ -403,7 +388,7 @@ impl Cache {
             stale_until_ms: expires_ms + self.stale_ms,
         };
         let mut shard = self.shard(hash).lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = shard.find(hash, key) {
+        if let Some(i) = shard.find(hash, answer.key()) {
             shard.slots[i] = slot;
             return answer;
         }
@@ -483,7 +468,7 @@ mod tests {
     fn ttls_count_down_then_go_stale_then_go() {
         let cache = Cache::new(100, 300);
         let (a, ttl) = answer("a.example.", 60);
-        cache.insert(&key("a.example"), a, ttl, 1_000);
+        cache.insert(a, ttl, 1_000);
         let hit = cache.get(&key("A.example"), 11_500).expect("hit");
         assert_eq!((hit.age_secs, hit.stale), (10, false));
 
@@ -523,7 +508,7 @@ mod tests {
         for i in 0..1_000 {
             let name = format!("n{i}.example.");
             let (a, ttl) = answer(&name, 60 + i);
-            cache.insert(&key(&name), a, ttl, 0);
+            cache.insert(a, ttl, 0);
         }
         assert!(cache.len() <= 64, "{}", cache.len());
         // Everything left is still findable through the table.
@@ -543,7 +528,7 @@ mod tests {
         let s = wire::scan_response(&wire).expect("scan");
         let (a, ttl) = Answer::from_upstream(wire.clone(), &s, &key("k.example"));
         let built = Arc::clone(&a.buf);
-        let stored = cache.insert(&key("k.example"), a, ttl.expect("cacheable"), 0);
+        let stored = cache.insert(a, ttl.expect("cacheable"), 0);
         assert!(Arc::ptr_eq(&built, &stored.buf), "stored without a copy");
         assert_eq!(stored.wire()[2..], wire[2..], "the message, ID cleared");
         assert_eq!(stored.min_ttl(), Some(90));

@@ -103,7 +103,7 @@ impl Forwarder {
                 let scanned = wire::scan_response(&msg).ok_or(UpstreamError::BadAnswer)?;
                 let (answer, ttl) = Answer::from_upstream(msg, &scanned, key);
                 Ok(match ttl {
-                    Some(ttl) => self.cache.insert(key, answer, ttl, self.now_ms()),
+                    Some(ttl) => self.cache.insert(answer, ttl, self.now_ms()),
                     None => answer,
                 })
             })
@@ -165,7 +165,7 @@ impl Forwarder {
         let (answer, cache_ttl) = Answer::synthesized(msg, key).ok_or(UpstreamError::BadAnswer)?;
         debug_assert_eq!(answer.question_end(), question_end);
         Ok(match cache_ttl {
-            Some(t) => self.cache.insert(key, answer, t, self.now_ms()),
+            Some(t) => self.cache.insert(answer, t, self.now_ms()),
             None => answer,
         })
     }

@@ -63,6 +63,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Closed by the origin, or unused for `timeout`: never to be used again.
+    fn dead(&self, now: Instant, timeout: Duration) -> bool {
+        self.tx.is_closed() || now.duration_since(self.since) >= timeout
+    }
+}
+
 #[derive(Debug)]
 struct Lists {
     by_origin: HashMap<Origin, Vec<Idle>, foldhash::fast::RandomState>,
@@ -134,7 +141,7 @@ impl Pool {
         while i > 0 {
             i -= 1;
             let idle = &list[i];
-            if idle.tx.is_closed() || now.duration_since(idle.since) >= self.idle_timeout {
+            if idle.dead(now, self.idle_timeout) {
                 list.swap_remove(i);
             } else if idle.tx.is_ready() {
                 found = Some(list.swap_remove(i).tx);
@@ -154,9 +161,7 @@ impl Pool {
             lists.swept = now;
             let timeout = self.idle_timeout;
             lists.by_origin.retain(|_, list| {
-                list.retain(|idle| {
-                    !idle.tx.is_closed() && now.duration_since(idle.since) < timeout
-                });
+                list.retain(|idle| !idle.dead(now, timeout));
                 !list.is_empty()
             });
         }
