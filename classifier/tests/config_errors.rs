@@ -280,3 +280,101 @@ fn proxy_workers_must_be_at_least_one() {
     let c = Config::parse("school.toml", BASE).unwrap();
     assert_eq!(c.proxy.workers, None, "unset: the proxy's default");
 }
+
+#[test]
+fn dns_upstreams_plain_and_over_tls() {
+    use schoolgate_classifier::config::{Upstream, UpstreamTls};
+    let toml = format!(
+        "{BASE}[dns]\nupstreams = [\"192.0.2.53:53\", \"tls://9.9.9.9#dns.quad9.net\", \
+         \"tls://[2606:4700:4700::1111]:8853\", \"tls://1.1.1.1\"]\n"
+    );
+    let c = Config::parse("school.toml", &toml).unwrap();
+    assert_eq!(
+        c.dns.upstreams,
+        [
+            Upstream::plain("192.0.2.53:53".parse().unwrap()),
+            Upstream {
+                addr: "9.9.9.9:853".parse().unwrap(),
+                tls: Some(UpstreamTls::Name("dns.quad9.net".into())),
+            },
+            Upstream {
+                addr: "[2606:4700:4700::1111]:8853".parse().unwrap(),
+                tls: Some(UpstreamTls::Address),
+            },
+            Upstream {
+                addr: "1.1.1.1:853".parse().unwrap(),
+                tls: Some(UpstreamTls::Address),
+            },
+        ]
+    );
+    // Written back as read (the dashboard saves configs).
+    let names: Vec<String> = c.dns.upstreams.iter().map(|u| u.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "192.0.2.53:53",
+            "tls://9.9.9.9:853#dns.quad9.net",
+            "tls://[2606:4700:4700::1111]:8853",
+            "tls://1.1.1.1:853"
+        ]
+    );
+}
+
+#[test]
+fn a_bad_dns_upstream_names_key_and_line() {
+    let e = errors(&format!(
+        "{BASE}[dns]\nupstreams = [\"tls://dns.quad9.net\"]\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "school.toml:4: dns.upstreams[0]: `tls://dns.quad9.net`: `dns.quad9.net` is not an IP address"
+        ),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!(
+        "{BASE}[dns]\nupstreams = [\"tls://9.9.9.9#not a name\"]\n"
+    ));
+    assert!(
+        e[0].starts_with("school.toml:4: dns.upstreams[0]: `tls://9.9.9.9#not a name`: `not a name` is not a host name"),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!("{BASE}[dns]\nupstreams = [\"9.9.9.9\"]\n"));
+    assert!(
+        e[0].starts_with(
+            "school.toml:4: dns.upstreams[0]: `9.9.9.9` is not an upstream: write IP:PORT"
+        ),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn dns_upstream_ca_must_be_a_pem_file() {
+    let e = errors(&format!(
+        "{BASE}[dns]\nupstreams = [\"tls://9.9.9.9\"]\nupstream_ca = \"/nonexistent/ca.pem\"\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("school.toml:5: dns.upstream_ca: /nonexistent/ca.pem: No such file"),
+        "{}",
+        e[0]
+    );
+    let not_pem =
+        std::env::temp_dir().join(format!("schoolgate-not-pem-{}.pem", std::process::id()));
+    std::fs::write(&not_pem, "just text\n").unwrap();
+    let e = errors(&format!(
+        "{BASE}[dns]\nupstreams = [\"tls://9.9.9.9\"]\nupstream_ca = \"{}\"\n",
+        not_pem.display()
+    ));
+    assert_eq!(
+        e,
+        [format!(
+            "school.toml:5: dns.upstream_ca: {}: no PEM certificate in it",
+            not_pem.display()
+        )]
+    );
+    let _ = std::fs::remove_file(&not_pem);
+}

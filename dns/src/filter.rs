@@ -102,6 +102,7 @@ impl DnsFilter {
         let shutdown = CancellationToken::new();
         let upstreams = Upstreams::new(
             &dns.upstreams,
+            dns.upstream_ca.as_deref(),
             Duration::from_millis(dns.upstream_timeout_ms.max(1)),
             shutdown.clone(),
         );

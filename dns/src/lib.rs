@@ -49,6 +49,7 @@
 
 mod cache;
 mod clients;
+mod dot;
 pub mod error;
 pub mod filter;
 mod forward;

@@ -1,5 +1,6 @@
 //! Talking to the upstream resolvers: pooled UDP sockets, TCP when an answer is
-//! truncated, a deadline over all attempts, failover and health.
+//! truncated, DNS over TLS for `tls://` upstreams ([`crate::dot`]), a deadline
+//! over all attempts, failover and health.
 //!
 //! Each upstream has a few connected UDP sockets, opened on first use and kept:
 //! a query takes a random free ID on one of them and waits on a oneshot channel
@@ -15,17 +16,22 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
+use schoolgate_classifier::config::Upstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{OnceCell, Semaphore, oneshot};
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::dot::{self, Link};
 use crate::wire;
 
 /// UDP sockets per upstream: enough that one socket's receive queue is never
@@ -49,6 +55,8 @@ pub enum UpstreamError {
     Timeout,
     #[error("upstream socket error")]
     Io,
+    #[error("upstream TLS handshake failed (certificate or protocol)")]
+    Tls,
     #[error("upstream answer did not parse or did not match the question")]
     BadAnswer,
     #[error("upstream answered with rcode {0}")]
@@ -77,15 +85,42 @@ pub struct Attempts {
     pub tcp: bool,
 }
 
+/// A query waiting for its answer, by ID.
 #[derive(Debug)]
-struct Waiter {
-    name_wire: Box<[u8]>,
-    qtype: u16,
-    qclass: u16,
-    tx: oneshot::Sender<Vec<u8>>,
+pub(crate) struct Waiter {
+    pub name_wire: Box<[u8]>,
+    pub qtype: u16,
+    pub qclass: u16,
+    pub tx: oneshot::Sender<Vec<u8>>,
 }
 
-type Pending = Mutex<HashMap<u16, Waiter, foldhash::fast::RandomState>>;
+pub(crate) type Pending = Mutex<HashMap<u16, Waiter, foldhash::fast::RandomState>>;
+
+/// Files a waiter for `ask` under a random ID not in use, and returns the ID.
+pub(crate) fn register(
+    pending: &Pending,
+    ask: Ask<'_>,
+    tx: oneshot::Sender<Vec<u8>>,
+) -> Result<u16, UpstreamError> {
+    let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+    let mut waiter = Some(Waiter {
+        name_wire: ask.name_wire.into(),
+        qtype: ask.qtype,
+        qclass: ask.qclass,
+        tx,
+    });
+    for _ in 0..16 {
+        let candidate: u16 = rand::random();
+        if let std::collections::hash_map::Entry::Vacant(v) = pending.entry(candidate) {
+            if let Some(w) = waiter.take() {
+                v.insert(w);
+            }
+            return Ok(candidate);
+        }
+    }
+    // 16 random IDs all taken: tens of thousands of queries are in flight.
+    Err(UpstreamError::Io)
+}
 
 #[derive(Debug)]
 struct PooledSocket {
@@ -94,9 +129,9 @@ struct PooledSocket {
 }
 
 /// Removes a pending ID however the wait ends (answer, timeout, cancellation).
-struct PendingGuard<'a> {
-    pending: &'a Pending,
-    id: u16,
+pub(crate) struct PendingGuard<'a> {
+    pub pending: &'a Pending,
+    pub id: u16,
 }
 
 impl Drop for PendingGuard<'_> {
@@ -111,6 +146,8 @@ impl Drop for PendingGuard<'_> {
 #[derive(Debug)]
 struct Server {
     addr: SocketAddr,
+    /// DNS over TLS: the kept connection, and the name its certificate must carry.
+    tls: Option<TlsServer>,
     pool: OnceCell<Box<[Arc<PooledSocket>]>>,
     next: AtomicUsize,
     failures: AtomicU32,
@@ -118,10 +155,19 @@ struct Server {
     down_until_ms: AtomicU64,
 }
 
-/// The configured upstream resolvers.
 #[derive(Debug)]
+struct TlsServer {
+    name: ServerName<'static>,
+    /// The open connection, if any; locked while one is being opened, so
+    /// concurrent queries wait for that one rather than opening their own.
+    link: tokio::sync::Mutex<Option<Arc<Link>>>,
+}
+
+/// The configured upstream resolvers.
 pub struct Upstreams {
     servers: Vec<Server>,
+    /// Made when some upstream is `tls://`.
+    connector: Option<TlsConnector>,
     timeout: Duration,
     tcp: Semaphore,
     probing: AtomicBool,
@@ -130,13 +176,38 @@ pub struct Upstreams {
     shutdown: CancellationToken,
 }
 
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("servers", &self.servers)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upstreams {
-    pub fn new(addrs: &[SocketAddr], timeout: Duration, shutdown: CancellationToken) -> Upstreams {
+    /// `extra_ca`: a PEM file of CA certificates trusted for `tls://` upstreams
+    /// besides the built-in roots.
+    pub fn new(
+        upstreams: &[Upstream],
+        extra_ca: Option<&Path>,
+        timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Upstreams {
+        let connector = upstreams
+            .iter()
+            .any(|u| u.tls.is_some())
+            .then(|| TlsConnector::from(dot::client_config(extra_ca)));
         Upstreams {
-            servers: addrs
+            connector,
+            servers: upstreams
                 .iter()
-                .map(|&addr| Server {
-                    addr,
+                .map(|u| Server {
+                    addr: u.addr,
+                    tls: u.tls.as_ref().map(|tls| TlsServer {
+                        name: dot::server_name(u.addr, tls),
+                        link: tokio::sync::Mutex::new(None),
+                    }),
                     pool: OnceCell::new(),
                     next: AtomicUsize::new(0),
                     failures: AtomicU32::new(0),
@@ -262,6 +333,9 @@ impl Upstreams {
         deadline: Instant,
         attempts: &mut Attempts,
     ) -> Result<Vec<u8>, UpstreamError> {
+        if let Some(tls) = &server.tls {
+            return self.exchange_tls(server, tls, ask, slice).await;
+        }
         let answer = self.exchange_udp(server, ask, slice).await?;
         if !wire::is_truncated(&answer) {
             return Ok(answer);
@@ -274,6 +348,55 @@ impl Upstreams {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout),
         }
+    }
+
+    /// One question over the upstream's TLS connection, opening it if needed.
+    async fn exchange_tls(
+        &self,
+        server: &Server,
+        tls: &TlsServer,
+        ask: Ask<'_>,
+        wait: Duration,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let deadline = Instant::now() + wait;
+        let (link, fresh) = self.link(server, tls, wait, false).await?;
+        match link.ask(ask, wait).await {
+            // The resolver closed a kept connection (idle, or restarted) before or
+            // while the question went out: once more, on a new connection.
+            Err(UpstreamError::Io) if !fresh => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let (link, _) = self.link(server, tls, wait, true).await?;
+                link.ask(ask, deadline.saturating_duration_since(Instant::now()))
+                    .await
+            }
+            r => r,
+        }
+    }
+
+    /// The upstream's open TLS connection (and whether it was opened now): the
+    /// kept one unless it has closed or `renew` is set.
+    async fn link(
+        &self,
+        server: &Server,
+        tls: &TlsServer,
+        wait: Duration,
+        renew: bool,
+    ) -> Result<(Arc<Link>, bool), UpstreamError> {
+        let mut kept = tls.link.lock().await;
+        if let Some(link) = kept.as_ref().filter(|l| !l.is_closed() && !renew) {
+            return Ok((Arc::clone(link), false));
+        }
+        let connector = self.connector.as_ref().ok_or(UpstreamError::Tls)?;
+        let link = Link::open(
+            server.addr,
+            tls.name.clone(),
+            connector,
+            wait,
+            &self.shutdown,
+        )
+        .await?;
+        *kept = Some(Arc::clone(&link));
+        Ok((link, true))
     }
 
     async fn pool<'s>(&self, server: &'s Server) -> Result<&'s [Arc<PooledSocket>], UpstreamError> {
@@ -317,25 +440,7 @@ impl Upstreams {
         let pool = self.pool(server).await?;
         let sock = &pool[server.next.fetch_add(1, Ordering::Relaxed) % pool.len()];
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut pending = sock.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let mut id = None;
-            for _ in 0..16 {
-                let candidate: u16 = rand::random();
-                if let std::collections::hash_map::Entry::Vacant(v) = pending.entry(candidate) {
-                    v.insert(Waiter {
-                        name_wire: ask.name_wire.into(),
-                        qtype: ask.qtype,
-                        qclass: ask.qclass,
-                        tx,
-                    });
-                    id = Some(candidate);
-                    break;
-                }
-            }
-            // 16 random IDs all taken: the socket has tens of thousands in flight.
-            id.ok_or(UpstreamError::Io)?
-        };
+        let id = register(&sock.pending, ask, tx)?;
         let _guard = PendingGuard {
             pending: &sock.pending,
             id,

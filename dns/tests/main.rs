@@ -19,3 +19,5 @@ mod hostile;
 mod resolver;
 /// SafeSearch and YouTube restriction CNAMEs with the enforced hosts' records.
 mod safesearch;
+/// DNS over TLS to the upstream: certificate checks, one kept connection, reconnects.
+mod tls_upstream;

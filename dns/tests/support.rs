@@ -44,6 +44,14 @@ pub struct Upstream {
     silent: Arc<AtomicBool>,
     udp_queries: Arc<AtomicU64>,
     tcp_queries: Arc<AtomicU64>,
+    tls_queries: Arc<AtomicU64>,
+    tls_connections: Arc<AtomicU64>,
+    /// Cancelled to close every TLS connection open now (as a resolver closes
+    /// idle ones); replaced by a fresh token for the connections after.
+    tls_close: Arc<std::sync::Mutex<CancellationToken>>,
+    /// Set: the next question over TLS is read, counted and not answered: its
+    /// connection is closed instead.
+    tls_hang_up: Arc<AtomicBool>,
     stop: CancellationToken,
 }
 
@@ -135,6 +143,10 @@ impl Upstream {
             silent: Arc::new(AtomicBool::new(false)),
             udp_queries: Arc::new(AtomicU64::new(0)),
             tcp_queries: Arc::new(AtomicU64::new(0)),
+            tls_queries: Arc::new(AtomicU64::new(0)),
+            tls_connections: Arc::new(AtomicU64::new(0)),
+            tls_close: Arc::new(std::sync::Mutex::new(CancellationToken::new())),
+            tls_hang_up: Arc::new(AtomicBool::new(false)),
             stop: CancellationToken::new(),
         };
         let zone = Arc::new(zone());
@@ -196,6 +208,118 @@ impl Upstream {
             }
         });
         up
+    }
+
+    /// Also answers DNS over TLS (RFC 7858) on a port of its own, with a
+    /// certificate for `cert_for` from a test CA written to
+    /// `dir/upstream-ca.pem`. Pipelined queries are answered each in its own
+    /// task, so answers may come back in another order than asked.
+    pub async fn serve_tls(&mut self, cert_for: &str, dir: &Path) -> SocketAddr {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "schoolgate test resolver CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf = CertificateParams::new(vec![cert_for.to_owned()])
+            .expect("params")
+            .signed_by(&leaf_key, &ca)
+            .expect("leaf");
+        std::fs::write(dir.join("upstream-ca.pem"), ca.pem()).expect("write ca");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .expect("cert");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
+        let addr = listener.local_addr().expect("addr");
+        let zone = Arc::new(zone());
+        let (queries, connections, close, hang_up, stop) = (
+            Arc::clone(&self.tls_queries),
+            Arc::clone(&self.tls_connections),
+            Arc::clone(&self.tls_close),
+            Arc::clone(&self.tls_hang_up),
+            self.stop.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = listener.accept() => match r { Ok(r) => r, Err(_) => continue },
+                };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                connections.fetch_add(1, Ordering::Relaxed);
+                let closed = close.lock().expect("lock").clone();
+                let (zone, queries, hang_up) = (
+                    Arc::clone(&zone),
+                    Arc::clone(&queries),
+                    Arc::clone(&hang_up),
+                );
+                tokio::spawn(async move {
+                    let (mut reader, writer) = tokio::io::split(tls);
+                    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+                    let mut len = [0u8; 2];
+                    loop {
+                        let read = async {
+                            reader.read_exact(&mut len).await?;
+                            let mut q = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            reader.read_exact(&mut q).await.map(|_| q)
+                        };
+                        let q = tokio::select! {
+                            _ = closed.cancelled() => break,
+                            r = read => match r { Ok(q) => q, Err(_) => break },
+                        };
+                        queries.fetch_add(1, Ordering::Relaxed);
+                        if hang_up.swap(false, Ordering::Relaxed) {
+                            break;
+                        }
+                        let (zone, writer) = (Arc::clone(&zone), Arc::clone(&writer));
+                        tokio::spawn(async move {
+                            if let Some(answer) = respond(&zone, &q, true) {
+                                let mut framed = (answer.len() as u16).to_be_bytes().to_vec();
+                                framed.extend_from_slice(&answer);
+                                let mut w = writer.lock().await;
+                                let _ = w.write_all(&framed).await;
+                                let _ = w.flush().await;
+                            }
+                        });
+                    }
+                    let _ = writer.lock().await.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Closes the TLS connections open now, as a resolver closes idle ones.
+    pub fn close_tls_connections(&self) {
+        let mut current = self.tls_close.lock().expect("lock");
+        current.cancel();
+        *current = CancellationToken::new();
+    }
+
+    /// Closes the connection the next TLS question arrives on, unanswered: a
+    /// resolver closing an idle connection just as a question was sent on it.
+    pub fn hang_up_on_next_tls_query(&self) {
+        self.tls_hang_up.store(true, Ordering::Relaxed);
+    }
+
+    pub fn tls_queries(&self) -> u64 {
+        self.tls_queries.load(Ordering::Relaxed)
+    }
+
+    pub fn tls_connections(&self) -> u64 {
+        self.tls_connections.load(Ordering::Relaxed)
     }
 
     /// Stops answering (queries are still counted).
@@ -280,6 +404,22 @@ pub struct Setup {
     pub upstream_timeout_ms: u64,
     /// Extra upstreams tried first (e.g. a dead one, for failover).
     pub upstreams_before: Vec<SocketAddr>,
+    /// `dns.upstreams` as written, in place of the local upstream's address
+    /// (e.g. `tls://` in front of it).
+    pub upstream_urls: Option<Vec<String>>,
+    /// Ask the local upstream over DNS over TLS (it then listens for TLS too).
+    pub tls: Option<TlsSetup>,
+}
+
+/// A DNS-over-TLS upstream for one test.
+#[derive(Clone, Debug)]
+pub struct TlsSetup {
+    /// The name on the upstream's certificate.
+    pub cert_for: &'static str,
+    /// The name `dns.upstreams` says the certificate must carry.
+    pub expect: &'static str,
+    /// Whether `dns.upstream_ca` names the CA that signed the certificate.
+    pub trust_ca: bool,
 }
 
 impl Default for Setup {
@@ -292,12 +432,23 @@ impl Default for Setup {
             udp_batch_above_qps: 20_000,
             upstream_timeout_ms: 600,
             upstreams_before: Vec::new(),
+            upstream_urls: None,
+            tls: None,
         }
     }
 }
 
-pub fn school_toml(dir: &Path, upstreams: &[SocketAddr], s: &Setup) -> String {
+pub fn school_toml(dir: &Path, upstreams: &[String], s: &Setup) -> String {
     let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    let ca = match &s.tls {
+        Some(tls) if tls.trust_ca => {
+            format!(
+                "upstream_ca = \"{}\"",
+                dir.join("upstream-ca.pem").display()
+            )
+        }
+        _ => String::new(),
+    };
     let d = dir.display();
     format!(
         r#"
@@ -355,6 +506,7 @@ allowed_repeat_secs = {repeat}
 udp_batch_above_qps = {batch_qps}
 upstream_timeout_ms = {timeout}
 serve_stale_secs = 300
+{ca}
 
 [store]
 path = "{d}/events.sqlite"
@@ -424,10 +576,20 @@ impl School {
     }
 
     pub async fn start_with(setup: Setup) -> School {
-        let upstream = Upstream::start().await;
+        let mut upstream = Upstream::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut ups = setup.upstreams_before.clone();
-        ups.push(upstream.addr);
+        let ups = match (&setup.upstream_urls, &setup.tls) {
+            (Some(urls), _) => urls.clone(),
+            (None, Some(tls)) => {
+                let addr = upstream.serve_tls(tls.cert_for, dir.path()).await;
+                vec![format!("tls://{addr}#{}", tls.expect)]
+            }
+            (None, None) => {
+                let mut ups = setup.upstreams_before.clone();
+                ups.push(upstream.addr);
+                ups.iter().map(|a| a.to_string()).collect()
+            }
+        };
         let toml = school_toml(dir.path(), &ups, &setup);
         let policy = policy(&toml);
         let store_cfg = policy.load().config().store.clone();

@@ -28,7 +28,7 @@ pub use schedule::{CalendarConfig, DateRange, Days, ScheduleConfig, TimeRange};
 pub use services::{
     AlertsConfig, BlockAnswer, DashboardConfig, DeviceConfig, DnsConfig, FrontingAction,
     ListFormat, ListSource, ListenConfig, NetworkConfig, ProxyAuth, ProxyConfig, ReportsConfig,
-    SchoolConfig, SmtpConfig, UserConfig,
+    SchoolConfig, SmtpConfig, Upstream, UpstreamTls, UserConfig,
 };
 pub use store::{Backend, ClickhouseConfig, Retention, StoreConfig};
 
@@ -422,6 +422,16 @@ impl Config {
                 "dns.upstreams",
                 "the DNS filter is listening (listen.dns) but has no upstream resolvers",
             );
+        }
+        if let Some(ca) = &self.dns.upstream_ca {
+            match std::fs::read_to_string(ca) {
+                Err(e) => p.push("dns.upstream_ca", format!("{}: {e}", ca.display())),
+                Ok(pem) if !pem.contains("-----BEGIN CERTIFICATE-----") => p.push(
+                    "dns.upstream_ca",
+                    format!("{}: no PEM certificate in it", ca.display()),
+                ),
+                Ok(_) => {}
+            }
         }
         if let Some(n) = self.proxy.workers
             && n.get() > services::MAX_PROXY_WORKERS

@@ -1,9 +1,11 @@
 //! The sections for the servers: `[listen]`, `[dns]`, `[proxy]`, `[dashboard]`,
 //! `[reports]` and `[alerts]`. Plain data: the crates that run the servers read them.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -38,6 +40,123 @@ pub enum BlockAnswer {
     Nxdomain,
 }
 
+/// The port of DNS over TLS (RFC 7858).
+pub const DOT_PORT: u16 = 853;
+
+/// One upstream resolver of `dns.upstreams`, written as a string:
+///
+/// - `"IP:PORT"`: plain DNS, UDP with TCP for truncated answers;
+/// - `"tls://IP[:PORT][#NAME]"`: DNS over TLS (RFC 7858), port 853 unless given.
+///   The resolver's certificate must be valid for NAME, or for the IP address
+///   when no name is given (the public resolvers' certificates carry their
+///   addresses). An address, not a host name: the filter cannot ask itself where
+///   its own upstream is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How a DNS-over-TLS upstream's certificate is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamTls {
+    /// Valid for this host name.
+    Name(String),
+    /// Valid for the upstream's IP address.
+    Address,
+}
+
+impl Upstream {
+    /// Plain DNS to `addr`.
+    pub fn plain(addr: SocketAddr) -> Upstream {
+        Upstream { addr, tls: None }
+    }
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Upstream, String> {
+        let Some(rest) = s.strip_prefix("tls://") else {
+            return s.parse().map(Upstream::plain).map_err(|_| {
+                format!(
+                    "`{s}` is not an upstream: write IP:PORT (e.g. \"9.9.9.9:53\") or \
+                     tls://IP#NAME for DNS over TLS (e.g. \"tls://9.9.9.9#dns.quad9.net\")"
+                )
+            });
+        };
+        let (address, name) = match rest.split_once('#') {
+            Some((a, n)) => (a, Some(n)),
+            None => (rest, None),
+        };
+        let addr = address
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                // An IPv6 address without a port may come bracketed or bare.
+                let ip = address.trim_start_matches('[').trim_end_matches(']');
+                ip.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, DOT_PORT))
+            })
+            .map_err(|_| {
+                format!(
+                    "`{s}`: `{address}` is not an IP address (with an optional port); \
+                     a DNS-over-TLS upstream is an address and the name on its \
+                     certificate, e.g. \"tls://9.9.9.9#dns.quad9.net\""
+                )
+            })?;
+        let tls = match name {
+            None => UpstreamTls::Address,
+            Some(n) if is_host_name(n) => UpstreamTls::Name(n.to_ascii_lowercase()),
+            Some(n) => {
+                return Err(format!(
+                    "`{s}`: `{n}` is not a host name (the name on the resolver's certificate)"
+                ));
+            }
+        };
+        Ok(Upstream {
+            addr,
+            tls: Some(tls),
+        })
+    }
+}
+
+/// Letters, digits and hyphens in dot-separated labels of 1 to 63 characters.
+fn is_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tls {
+            None => write!(f, "{}", self.addr),
+            Some(UpstreamTls::Address) => write!(f, "tls://{}", self.addr),
+            Some(UpstreamTls::Name(name)) => write!(f, "tls://{}#{name}", self.addr),
+        }
+    }
+}
+
+impl Serialize for Upstream {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Upstream, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// `[dns]`.
 ///
 /// Defaults: no upstreams (required when `listen.dns` is set), block answer
@@ -51,7 +170,11 @@ pub enum BlockAnswer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
-    pub upstreams: Vec<SocketAddr>,
+    /// Tried in order, healthy ones first: plain or DNS over TLS ([`Upstream`]).
+    pub upstreams: Vec<Upstream>,
+    /// A PEM file of CA certificates trusted for DNS-over-TLS upstreams besides
+    /// the built-in Mozilla roots (a trust's own resolver with an internal CA).
+    pub upstream_ca: Option<PathBuf>,
     pub block_answer: BlockAnswer,
     pub block_page_ipv4: Ipv4Addr,
     pub block_page_ipv6: Option<std::net::Ipv6Addr>,
@@ -78,6 +201,7 @@ impl Default for DnsConfig {
     fn default() -> Self {
         DnsConfig {
             upstreams: Vec::new(),
+            upstream_ca: None,
             block_answer: BlockAnswer::BlockPage,
             block_page_ipv4: Ipv4Addr::LOCALHOST,
             block_page_ipv6: None,
