@@ -6,7 +6,7 @@
 //! blocked names (block page address or NXDOMAIN, with an Extended DNS Error),
 //! SafeSearch and YouTube restriction CNAMEs, the DoH / Private Relay canaries,
 //! the DNS-tunnelling heuristic, forwarding with a cache (TTLs, negative caching,
-//! serve-stale), and one [`schoolgate_events::AccessEvent`] per query. It does not
+//! serve-stale) to plain or DNS-over-TLS upstreams, and one [`schoolgate_events::AccessEvent`] per query. It does not
 //! decide what is blocked (that is `schoolgate-classifier`) or store events
 //! (that is `schoolgate-events`).
 //!
@@ -38,6 +38,7 @@
 //! - `handler`: the policy handler: block answers, canaries, SafeSearch flow
 //! - `forward`: the forwarder: cache, coalescing, SafeSearch answers
 //! - `upstream`: pooled upstream sockets, TCP fallback, failover, health
+//! - `dot`: DNS over TLS to an upstream: a kept connection, pipelined queries
 //! - `cache`: the sharded answer cache (TTL decrement, negative, serve-stale)
 //! - `clients`: per-client rate limit and tunnelling counter
 //! - `tunnel`: what a tunnel's query name looks like
