@@ -208,15 +208,19 @@ impl Link {
         let mut framed = Vec::with_capacity(2 + query.len());
         framed.extend_from_slice(&len.to_be_bytes());
         framed.extend_from_slice(&query);
-        self.queries
-            .try_send(framed)
-            .map_err(|_| UpstreamError::Io)?;
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(answer)) => Ok(answer),
-            // The connection ended with this query unanswered.
-            Ok(Err(_)) => Err(UpstreamError::Io),
-            Err(_) => Err(UpstreamError::Timeout),
-        }
+        let exchange = async {
+            // A full write queue holds the question back (within its time), it
+            // is no reason to give up on the connection.
+            self.queries
+                .send(framed)
+                .await
+                .map_err(|_| UpstreamError::Io)?;
+            // An error here: the connection ended with the question unanswered.
+            rx.await.map_err(|_| UpstreamError::Io)
+        };
+        tokio::time::timeout(wait, exchange)
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
     }
 
     /// Hands an answer to the query waiting for it; anything else is dropped.

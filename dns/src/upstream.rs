@@ -359,13 +359,14 @@ impl Upstreams {
         wait: Duration,
     ) -> Result<Vec<u8>, UpstreamError> {
         let deadline = Instant::now() + wait;
-        let (link, fresh) = self.link(server, tls, wait, false).await?;
+        let (link, fresh) = self.link(server, tls, wait).await?;
         match link.ask(ask, wait).await {
             // The resolver closed a kept connection (idle, or restarted) before or
-            // while the question went out: once more, on a new connection.
-            Err(UpstreamError::Io) if !fresh => {
+            // while the question went out: once more, on a new connection (the
+            // one another question opened meanwhile, if any).
+            Err(UpstreamError::Io) if !fresh && link.is_closed() => {
                 let wait = deadline.saturating_duration_since(Instant::now());
-                let (link, _) = self.link(server, tls, wait, true).await?;
+                let (link, _) = self.link(server, tls, wait).await?;
                 link.ask(ask, deadline.saturating_duration_since(Instant::now()))
                     .await
             }
@@ -373,17 +374,16 @@ impl Upstreams {
         }
     }
 
-    /// The upstream's open TLS connection (and whether it was opened now): the
-    /// kept one unless it has closed or `renew` is set.
+    /// The upstream's open TLS connection, and whether it was opened now: the
+    /// kept one unless it has closed.
     async fn link(
         &self,
         server: &Server,
         tls: &TlsServer,
         wait: Duration,
-        renew: bool,
     ) -> Result<(Arc<Link>, bool), UpstreamError> {
         let mut kept = tls.link.lock().await;
-        if let Some(link) = kept.as_ref().filter(|l| !l.is_closed() && !renew) {
+        if let Some(link) = kept.as_ref().filter(|l| !l.is_closed()) {
             return Ok((Arc::clone(link), false));
         }
         let connector = self.connector.as_ref().ok_or(UpstreamError::Tls)?;
