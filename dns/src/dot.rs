@@ -203,6 +203,7 @@ impl Link {
             ask.dnssec_ok,
             ask.cd,
         );
+        wire::pad_query(&mut query, wire::QUERY_PAD_BLOCK);
         // A name is at most 255 bytes: the query always fits the length prefix.
         let len = u16::try_from(query.len()).map_err(|_| UpstreamError::Io)?;
         let mut framed = Vec::with_capacity(2 + query.len());

@@ -54,6 +54,12 @@ pub const RCODE_BADVERS: u16 = 16;
 
 /// The EDNS option code of an Extended DNS Error (RFC 8914).
 pub const OPTION_EDE: u16 = 15;
+/// The EDNS option code of Padding (RFC 7830).
+pub const OPTION_PADDING: u16 = 12;
+/// Encrypted queries are padded to a multiple of this many bytes (RFC 8467's
+/// recommended block length for queries), so their lengths say little about
+/// the names asked.
+pub const QUERY_PAD_BLOCK: usize = 128;
 /// EDE info-codes (RFC 8914 section 4).
 pub const EDE_STALE_ANSWER: u16 = 3;
 pub const EDE_BLOCKED: u16 = 15;
@@ -558,6 +564,24 @@ pub fn write_upstream_query(
     put_u16(out, 10, 1);
 }
 
+/// Pads a query [`write_upstream_query`] wrote to a multiple of `block` bytes
+/// with an EDNS Padding option (RFC 7830) in its OPT record, which is last.
+pub fn pad_query(out: &mut Vec<u8>, block: usize) {
+    // The OPT record's RDLENGTH is the query's last two bytes, and 0.
+    let Some(rdlen_at) = out.len().checked_sub(2) else {
+        return;
+    };
+    let unpadded = out.len() + 4;
+    let pad = (block - unpadded % block) % block;
+    let (Ok(pad16), Ok(rdlen)) = (u16::try_from(pad), u16::try_from(4 + pad)) else {
+        return;
+    };
+    out.extend_from_slice(&OPTION_PADDING.to_be_bytes());
+    out.extend_from_slice(&pad16.to_be_bytes());
+    out.resize(out.len() + pad, 0);
+    put_u16(out, rdlen_at, rdlen);
+}
+
 /// Where the TTL fields of a response are and what they said, found by
 /// [`scan_response`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -766,6 +790,40 @@ mod tests {
             m.set_edns(e);
         }
         m.to_vec().expect("encode")
+    }
+
+    #[test]
+    fn padded_queries_are_whole_blocks_hickory_reads() {
+        for name in [
+            "a.",
+            "www.example.com.",
+            &format!("{}.example.", "x".repeat(63)),
+        ] {
+            let n = Name::from_ascii(name).expect("name");
+            let mut wire_name = Vec::new();
+            for label in n.iter() {
+                wire_name.push(label.len() as u8);
+                wire_name.extend_from_slice(label);
+            }
+            wire_name.push(0);
+            let mut q = Vec::new();
+            write_upstream_query(&mut q, 7, &wire_name, 1, 1, true, false);
+            let plain = q.len();
+            pad_query(&mut q, QUERY_PAD_BLOCK);
+            assert_eq!(q.len() % QUERY_PAD_BLOCK, 0, "{name}: {} bytes", q.len());
+            assert!(q.len() >= plain + 4);
+            let m = Message::from_vec(&q).expect("hickory reads the padded query");
+            assert_eq!(m.queries[0].name(), &n);
+            let edns = m.edns.as_ref().expect("OPT kept");
+            assert!(edns.flags().dnssec_ok, "DO bit kept");
+            assert!(
+                edns.options()
+                    .get(hickory_proto::rr::rdata::opt::EdnsCode::Padding)
+                    .is_some(),
+                "{name}: a Padding option"
+            );
+            assert_eq!(m.additionals.len(), 0, "the OPT is the only additional");
+        }
     }
 
     #[test]

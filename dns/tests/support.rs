@@ -45,6 +45,8 @@ pub struct Upstream {
     udp_queries: Arc<AtomicU64>,
     tcp_queries: Arc<AtomicU64>,
     tls_queries: Arc<AtomicU64>,
+    /// TLS questions whose length is not a whole number of 128-byte blocks.
+    tls_unpadded: Arc<AtomicU64>,
     tls_connections: Arc<AtomicU64>,
     /// Cancelled to close every TLS connection open now (as a resolver closes
     /// idle ones); replaced by a fresh token for the connections after.
@@ -144,6 +146,7 @@ impl Upstream {
             udp_queries: Arc::new(AtomicU64::new(0)),
             tcp_queries: Arc::new(AtomicU64::new(0)),
             tls_queries: Arc::new(AtomicU64::new(0)),
+            tls_unpadded: Arc::new(AtomicU64::new(0)),
             tls_connections: Arc::new(AtomicU64::new(0)),
             tls_close: Arc::new(std::sync::Mutex::new(CancellationToken::new())),
             tls_hang_up: Arc::new(AtomicBool::new(false)),
@@ -242,6 +245,7 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tls");
         let addr = listener.local_addr().expect("addr");
         let zone = Arc::new(zone());
+        let unpadded = Arc::clone(&self.tls_unpadded);
         let (queries, connections, close, hang_up, stop) = (
             Arc::clone(&self.tls_queries),
             Arc::clone(&self.tls_connections),
@@ -260,10 +264,11 @@ impl Upstream {
                 };
                 connections.fetch_add(1, Ordering::Relaxed);
                 let closed = close.lock().expect("lock").clone();
-                let (zone, queries, hang_up) = (
+                let (zone, queries, hang_up, unpadded) = (
                     Arc::clone(&zone),
                     Arc::clone(&queries),
                     Arc::clone(&hang_up),
+                    Arc::clone(&unpadded),
                 );
                 tokio::spawn(async move {
                     let (mut reader, writer) = tokio::io::split(tls);
@@ -280,6 +285,9 @@ impl Upstream {
                             r = read => match r { Ok(q) => q, Err(_) => break },
                         };
                         queries.fetch_add(1, Ordering::Relaxed);
+                        if q.len() % 128 != 0 {
+                            unpadded.fetch_add(1, Ordering::Relaxed);
+                        }
                         if hang_up.swap(false, Ordering::Relaxed) {
                             break;
                         }
@@ -316,6 +324,10 @@ impl Upstream {
 
     pub fn tls_queries(&self) -> u64 {
         self.tls_queries.load(Ordering::Relaxed)
+    }
+
+    pub fn tls_unpadded(&self) -> u64 {
+        self.tls_unpadded.load(Ordering::Relaxed)
     }
 
     pub fn tls_connections(&self) -> u64 {

@@ -38,6 +38,11 @@ async fn a_tls_upstream_answers_over_one_kept_connection() {
     );
 
     assert_eq!(school.upstream.tls_queries(), 22);
+    assert_eq!(
+        school.upstream.tls_unpadded(),
+        0,
+        "every question padded to 128-byte blocks (RFC 8467)"
+    );
     assert_eq!(school.upstream.tls_connections(), 1, "one connection, kept");
     assert_eq!(
         (school.upstream.udp_queries(), school.upstream.tcp_queries()),
