@@ -220,6 +220,51 @@ fn scalar(v: &serde_json::Value) -> String {
     }
 }
 
+/// A service's field: a figure, or a list of items (e.g. the DNS upstreams),
+/// one line each.
+fn value(v: &serde_json::Value) -> Markup {
+    match v.as_array() {
+        Some(items) => html! { @for it in items { div { (item(it)) } } },
+        None => html! { (scalar(v)) },
+    }
+}
+
+/// One item of a list: a green or red dot when it says whether it is `up`, its
+/// `name` or `upstream`, then its other fields; empty or null ones left out.
+fn item(v: &serde_json::Value) -> Markup {
+    let Some(fields) = v.as_object() else {
+        return html! { (scalar(v)) };
+    };
+    // The field that names the item comes first, bare; the rest as `key: value`.
+    let name_key = ["name", "upstream"]
+        .into_iter()
+        .find(|k| fields.contains_key(*k));
+    let shown: Vec<String> = name_key
+        .and_then(|k| fields.get(k))
+        .map(scalar)
+        .into_iter()
+        .chain(
+            fields
+                .iter()
+                .filter(|(k, x)| {
+                    *k != "up"
+                        && Some(k.as_str()) != name_key
+                        && !x.is_null()
+                        && x.as_str() != Some("")
+                })
+                .map(|(k, x)| format!("{}: {}", k.replace('_', " "), scalar(x))),
+        )
+        .collect();
+    html! {
+        @match fields.get("up").and_then(|u| u.as_bool()) {
+            Some(true) => { span.dot.ok {} }
+            Some(false) => { span.dot.bad {} }
+            None => {}
+        }
+        (shown.join(" · "))
+    }
+}
+
 async fn page(State(app): State<App>, user: CurrentUser) -> Result<Markup> {
     let h = collect(&app).await;
     let tz = app.tz();
@@ -273,7 +318,7 @@ async fn page(State(app): State<App>, user: CurrentUser) -> Result<Markup> {
                         div.card {
                             h3 { (name) }
                             @if let Some(fields) = v.as_object() {
-                                dl.kv { @for (k, x) in fields { dt { (k.replace('_', " ")) } dd { (scalar(x)) } } }
+                                dl.kv { @for (k, x) in fields { dt { (k.replace('_', " ")) } dd { (value(x)) } } }
                             } @else { p { (scalar(v)) } }
                         }
                     }

@@ -208,3 +208,21 @@ async fn the_viewer_menu_shows_health_only() {
     let r = v.get("/").await;
     assert_eq!(r.location(), "/health");
 }
+
+#[tokio::test]
+async fn health_names_each_dns_upstream_and_why_one_fails() {
+    let h = Harness::start().await;
+    let mut v = h.login(Viewer).await;
+    let page = v.get("/health").await.body;
+    assert!(
+        page.contains(
+            "<span class=\"dot bad\"></span>tls://9.9.9.9:853#dns.quad9.net · failures: 3 · last error: \
+             upstream TLS handshake failed: invalid peer certificate: certificate not valid for name &quot;dns.quad9.net&quot;"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"dot ok\"></span>10.30.0.10:53 · failures: 0</div>"),
+        "{page}"
+    );
+}

@@ -93,22 +93,27 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connects and handshakes within `wait`.
+    /// Connects and handshakes within `wait`. Why a connection or handshake
+    /// failed is put in `why` (for the health page).
     pub async fn open(
         addr: SocketAddr,
         name: ServerName<'static>,
         connector: &TlsConnector,
         wait: Duration,
         shutdown: &CancellationToken,
+        why: &Mutex<Option<String>>,
     ) -> Result<Arc<Link>, UpstreamError> {
+        let note = |text: String| *why.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
         let connect = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| {
                 debug!(upstream = %addr, error = %e, "cannot connect to a DNS-over-TLS upstream");
+                note(e.to_string());
                 UpstreamError::Io
             })?;
             let _ = tcp.set_nodelay(true);
             connector.connect(name, tcp).await.map_err(|e| {
                 warn!(upstream = %addr, error = %e, "DNS-over-TLS handshake failed");
+                note(e.to_string());
                 UpstreamError::Tls
             })
         };

@@ -132,7 +132,8 @@ impl DnsFilter {
 
     /// The counters since start, for the dashboard's health page.
     pub fn stats(&self) -> DnsStats {
-        self.counters.snapshot(self.forwarder.cache.len())
+        self.counters
+            .snapshot(self.forwarder.cache.len(), self.forwarder.upstream_status())
     }
 
     pub(crate) fn counters(&self) -> &Counters {

@@ -62,6 +62,10 @@ impl Forwarder {
 
     /// Whether every upstream is marked down (stale answers are then served at
     /// once instead of after a failed attempt).
+    pub fn upstream_status(&self) -> Vec<crate::stats::UpstreamStatus> {
+        self.upstreams.status()
+    }
+
     pub fn upstreams_down(&self) -> bool {
         self.upstreams.all_down()
     }

@@ -58,6 +58,21 @@ pub struct DnsStats {
     pub tcp_rejected: u64,
     /// Answers held in the cache now.
     pub cache_entries: u64,
+    /// Each upstream resolver, in the configured order.
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+/// One upstream resolver on the health page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct UpstreamStatus {
+    /// As configured (`tls://9.9.9.9:853#dns.quad9.net`).
+    pub upstream: String,
+    /// Not marked down (it is asked; a down one only when every one is down).
+    pub up: bool,
+    /// Failed attempts since the last answer.
+    pub failures: u32,
+    /// Why the last attempt failed, until an answer comes.
+    pub last_error: Option<String>,
 }
 
 /// One counter of [`DnsStats`].
@@ -125,7 +140,7 @@ impl Counters {
             .sum()
     }
 
-    pub fn snapshot(&self, cache_entries: usize) -> DnsStats {
+    pub fn snapshot(&self, cache_entries: usize, upstreams: Vec<UpstreamStatus>) -> DnsStats {
         let g = |c| self.sum(c);
         DnsStats {
             queries: g(C::Queries),
@@ -151,6 +166,7 @@ impl Counters {
             events_lost: g(C::EventsLost),
             tcp_rejected: g(C::TcpRejected),
             cache_entries: cache_entries as u64,
+            upstreams,
         }
     }
 }
@@ -176,7 +192,7 @@ mod tests {
         for t in threads {
             t.join().expect("thread");
         }
-        let s = c.snapshot(7);
+        let s = c.snapshot(7, Vec::new());
         assert_eq!(
             (s.queries, s.upstream_errors, s.cache_entries),
             (4000, 8, 7)

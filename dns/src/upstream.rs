@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::dot::{self, Link};
+use crate::stats::UpstreamStatus;
 use crate::wire;
 
 /// UDP sockets per upstream: enough that one socket's receive queue is never
@@ -146,6 +147,13 @@ impl Drop for PendingGuard<'_> {
 #[derive(Debug)]
 struct Server {
     addr: SocketAddr,
+    /// As configured (`9.9.9.9:53`, `tls://9.9.9.9:853#dns.quad9.net`).
+    label: String,
+    /// Why the last attempt failed, for the health page; cleared by an answer.
+    last_error: Mutex<Option<String>>,
+    /// Why a TLS connection could not be opened (the certificate, say), taken
+    /// into `last_error` when the attempt is marked failed.
+    connect_error: Mutex<Option<String>>,
     /// DNS over TLS: the kept connection, and the name its certificate must carry.
     tls: Option<TlsServer>,
     pool: OnceCell<Box<[Arc<PooledSocket>]>>,
@@ -204,6 +212,9 @@ impl Upstreams {
                 .iter()
                 .map(|u| Server {
                     addr: u.addr,
+                    label: u.to_string(),
+                    last_error: Mutex::new(None),
+                    connect_error: Mutex::new(None),
                     tls: u.tls.as_ref().map(|tls| TlsServer {
                         name: dot::server_name(u.addr, tls),
                         link: tokio::sync::Mutex::new(None),
@@ -236,12 +247,47 @@ impl Upstreams {
         !self.servers.is_empty() && self.servers.iter().all(|s| self.is_down(s, now))
     }
 
-    fn mark(&self, s: &Server, ok: bool) {
-        if ok {
-            s.failures.store(0, Ordering::Relaxed);
-            s.down_until_ms.store(0, Ordering::Relaxed);
-            return;
-        }
+    /// Each upstream as the health page shows it.
+    pub fn status(&self) -> Vec<UpstreamStatus> {
+        let now = self.now_ms();
+        self.servers
+            .iter()
+            .map(|s| UpstreamStatus {
+                upstream: s.label.clone(),
+                up: !self.is_down(s, now),
+                failures: s.failures.load(Ordering::Relaxed),
+                last_error: s
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            })
+            .collect()
+    }
+
+    fn mark(&self, s: &Server, outcome: Result<(), UpstreamError>) {
+        let mut last_error = s.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let e = match outcome {
+            Ok(()) => {
+                s.failures.store(0, Ordering::Relaxed);
+                s.down_until_ms.store(0, Ordering::Relaxed);
+                *last_error = None;
+                return;
+            }
+            Err(e) => e,
+        };
+        let why = s
+            .connect_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        *last_error = Some(match why {
+            Some(why) if matches!(e, UpstreamError::Tls | UpstreamError::Io) => {
+                format!("{e}: {why}")
+            }
+            _ => e.to_string(),
+        });
+        drop(last_error);
         let failures = s.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= DOWN_AFTER {
             let shift = (failures - DOWN_AFTER).min(5);
@@ -300,11 +346,11 @@ impl Upstreams {
                         | wire::RCODE_REFUSED
                         | wire::RCODE_NOTIMP) => {
                             attempts.errors += 1;
-                            self.mark(server, false);
+                            self.mark(server, Err(UpstreamError::Rcode(rcode)));
                             last = UpstreamError::Rcode(rcode);
                         }
                         _ => {
-                            self.mark(server, true);
+                            self.mark(server, Ok(()));
                             drop(probe);
                             return Ok(answer);
                         }
@@ -316,7 +362,7 @@ impl Upstreams {
                     }
                     attempts.errors += 1;
                     debug!(upstream = %server.addr, error = %e, "upstream attempt failed");
-                    self.mark(server, false);
+                    self.mark(server, Err(e));
                     last = e;
                 }
             }
@@ -393,6 +439,7 @@ impl Upstreams {
             connector,
             wait,
             &self.shutdown,
+            &server.connect_error,
         )
         .await?;
         *kept = Some(Arc::clone(&link));

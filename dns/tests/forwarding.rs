@@ -82,6 +82,14 @@ async fn upstream_down_means_servfail_within_the_timeout() {
         stats.servfail >= 2 && stats.upstream_timeouts >= 1,
         "{stats:?}"
     );
+    // The health page says which upstream and why.
+    let up = &stats.upstreams[0];
+    assert_eq!(up.upstream, school.upstream.addr.to_string());
+    assert!(!up.up && up.failures >= 2, "{up:?}");
+    assert_eq!(
+        up.last_error.as_deref(),
+        Some("upstream did not answer in time")
+    );
     // Back up: a probe notices.
     school.upstream.go_silent(false);
     let mut answered = false;
@@ -93,6 +101,11 @@ async fn upstream_down_means_servfail_within_the_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(answered, "recovered upstream is used again");
+    let up = &school.filter.stats().upstreams[0];
+    assert!(
+        up.up && up.failures == 0 && up.last_error.is_none(),
+        "{up:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +141,10 @@ async fn a_dead_upstream_fails_over_to_the_next() {
     let d = school.dig(PUPIL, &["www.school.test", "A"]).await;
     assert_eq!(d.data("A"), ["192.0.2.10"], "{}", d.output);
     assert_eq!(school.filter.stats().upstream_timeouts, 1);
+    let status = school.filter.stats().upstreams;
+    assert_eq!(status.len(), 2);
+    assert_eq!(status[0].failures, 1, "{status:?}");
+    assert_eq!((status[1].failures, status[1].up), (0, true), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

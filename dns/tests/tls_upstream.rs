@@ -58,6 +58,18 @@ async fn a_certificate_for_another_name_is_refused() {
     assert_eq!(d.status, "SERVFAIL", "{}", d.output);
     assert_eq!(school.upstream.tls_queries(), 0, "no question was sent");
     assert!(school.filter.stats().upstream_errors >= 1);
+    // The health page says why.
+    let up = &school.filter.stats().upstreams[0];
+    assert!(
+        up.upstream.starts_with("tls://127.0.0.1:")
+            && up.upstream.ends_with("#resolver.school.test"),
+        "{up:?}"
+    );
+    let why = up.last_error.as_deref().unwrap_or_default();
+    assert!(
+        why.starts_with("upstream TLS handshake failed") && why.contains("not valid for name"),
+        "{why}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

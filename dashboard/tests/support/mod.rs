@@ -181,7 +181,11 @@ impl Harness {
             store: store.clone() as Arc<dyn EventStore>,
             health: Arc::new(|| {
                 serde_json::json!({
-                    "dns": { "qps": 412.5, "answered": 1_204_332, "blocked": 80_121 },
+                    "dns": { "qps": 412.5, "answered": 1_204_332, "blocked": 80_121, "upstreams": [
+                        { "upstream": "tls://9.9.9.9:853#dns.quad9.net", "up": false, "failures": 3,
+                          "last_error": "upstream TLS handshake failed: invalid peer certificate: certificate not valid for name \"dns.quad9.net\"" },
+                        { "upstream": "10.30.0.10:53", "up": true, "failures": 0, "last_error": null }
+                    ] },
                     "proxy": { "rps": 96.2, "connections": 311 },
                     "pipeline": { "queued": 12, "spooled": 0, "inserted": 1_204_000, "dead_lettered": 0, "spool_bytes": 0 }
                 })
