@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use schoolgate_classifier::config::UpstreamTls;
 
 use crate::load;
 
@@ -50,16 +51,37 @@ pub fn check(path: &Path) -> Result<ExitCode> {
             config.users.len()
         );
     }
+    if !config.dns.upstreams.is_empty() {
+        println!("\nDNS upstreams ({}):", config.dns.upstreams.len());
+        for u in &config.dns.upstreams {
+            let how = match &u.tls {
+                None => "plain DNS (UDP, TCP for long answers)".to_owned(),
+                Some(UpstreamTls::Name(name)) => format!("DNS over TLS, certificate for {name}"),
+                Some(UpstreamTls::Address) => {
+                    format!("DNS over TLS, certificate for {}", u.addr.ip())
+                }
+            };
+            println!("  {:<32} {how}", u.to_string());
+        }
+    }
     println!("\nlists ({}):", report.sources.len());
+    // Names wider than the column push only their own line out of line.
+    let width = report
+        .sources
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let mut failed = 0;
     for s in &report.sources {
         match &s.error {
             Some(e) => {
                 failed += 1;
-                println!("  {:<24} FAILED: {e}", s.name);
+                println!("  {:<width$} FAILED: {e}", s.name);
             }
             None => println!(
-                "  {:<24} {:>9} entries{}  ({} ms)",
+                "  {:<width$} {:>9} entries{}  ({} ms)",
                 s.name,
                 s.entries,
                 if s.malformed > 0 {

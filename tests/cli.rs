@@ -124,6 +124,32 @@ fn config_check_summarises_roles_networks_and_lists() {
 }
 
 #[test]
+fn config_check_lists_dns_upstreams_and_how_they_are_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dot.toml");
+    std::fs::write(
+        &path,
+        "[dns]\nupstreams = [\"10.30.0.10:53\", \"tls://9.9.9.9#dns.quad9.net\", \"tls://1.1.1.1\"]\n\n\
+         [roles.guest]\nblock = [\"gambling\"]\n",
+    )
+    .unwrap();
+    let o = schoolgate(&["config", "check", "--config", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    for line in [
+        "DNS upstreams (3):",
+        "  10.30.0.10:53                    plain DNS (UDP, TCP for long answers)",
+        "  tls://9.9.9.9:853#dns.quad9.net  DNS over TLS, certificate for dns.quad9.net",
+        "  tls://1.1.1.1:853                DNS over TLS, certificate for 1.1.1.1",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "no line {line:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
 fn config_check_warns_when_no_event_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("unrecorded.toml");
