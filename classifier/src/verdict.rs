@@ -87,19 +87,43 @@ pub enum Rule {
     DomainFronting { sni: String, host: String },
 }
 
+impl Rule {
+    /// Appends the rule's text (its `Display` form) to `out`, piece by piece
+    /// rather than through the formatting machinery: every logged event carries
+    /// it, and its reason repeats it.
+    pub fn push_to(&self, out: &mut String) {
+        let parts: [&str; 5] = match self {
+            Rule::Default => ["default", "", "", "", ""],
+            Rule::List { list, entry, .. } => ["list ", list, ": ", entry, ""],
+            Rule::Keyword { keyword, category } => {
+                ["keyword ", category.name(), ": \"", keyword, "\""]
+            }
+            Rule::LocalAllow { entry } => ["local allow: ", entry, "", "", ""],
+            Rule::LocalDeny { entry } => ["local deny: ", entry, "", "", ""],
+            Rule::MalformedHost => ["malformed host name", "", "", "", ""],
+            Rule::DomainFronting { sni, host } => [
+                "domain fronting: TLS name ",
+                sni,
+                " but HTTP host ",
+                host,
+                "",
+            ],
+        };
+        out.reserve(parts.iter().map(|p| p.len()).sum());
+        parts.iter().for_each(|p| out.push_str(p));
+    }
+
+    /// The rule's text, e.g. `list ut1/gambling: bet365.com`.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        self.push_to(&mut out);
+        out
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rule::Default => f.write_str("default"),
-            Rule::List { list, entry, .. } => write!(f, "list {list}: {entry}"),
-            Rule::Keyword { keyword, category } => write!(f, "keyword {category}: \"{keyword}\""),
-            Rule::LocalAllow { entry } => write!(f, "local allow: {entry}"),
-            Rule::LocalDeny { entry } => write!(f, "local deny: {entry}"),
-            Rule::MalformedHost => f.write_str("malformed host name"),
-            Rule::DomainFronting { sni, host } => {
-                write!(f, "domain fronting: TLS name {sni} but HTTP host {host}")
-            }
-        }
+        f.write_str(&self.text())
     }
 }
 
@@ -146,7 +170,6 @@ impl Verdict {
     /// by default, is put together without the formatting machinery: it is on
     /// every proxied request.
     pub fn write_reason(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let what = match self.action {
             Action::Allow => "allowed",
             Action::Flag => "flagged",
@@ -159,24 +182,114 @@ impl Verdict {
         out.push_str(" for ");
         out.push_str(&self.role);
         out.push_str(": ");
-        let _ = match (self.category, &self.rule) {
+        match (self.category, &self.rule) {
             (_, Rule::Default) if self.action == Action::Rewrite => {
                 out.push_str("SafeSearch enforced");
-                Ok(())
             }
-            (_, Rule::Default) => {
-                out.push_str("no restricted category");
-                Ok(())
+            (_, Rule::Default) => out.push_str("no restricted category"),
+            (Some(c), rule) => {
+                out.push_str(c.name());
+                out.push_str(if self.action == Action::Allow {
+                    " is not restricted now ("
+                } else {
+                    " ("
+                });
+                rule.push_to(out);
+                out.push(')');
             }
-            (Some(c), rule) if self.action == Action::Allow => {
-                write!(out, "{c} is not restricted now ({rule})")
-            }
-            (Some(c), rule) => write!(out, "{c} ({rule})"),
-            (None, rule) => write!(out, "{rule}"),
-        };
+            (None, rule) => rule.push_to(out),
+        }
     }
 
     pub fn is_blocked(&self) -> bool {
         self.action == Action::Block
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(action: Action, category: Option<Category>, rule: Rule) -> Verdict {
+        Verdict {
+            action,
+            categories: CategorySet::default(),
+            severity: None,
+            rule,
+            category,
+            role: Arc::from("pupil"),
+            rewrite: None,
+            search_terms: None,
+        }
+    }
+
+    #[test]
+    fn rules_and_reasons_read_as_written() {
+        let list = Rule::List {
+            list: Arc::from("ut1/gambling"),
+            entry: "bet365.com".into(),
+            category: Category::Gambling,
+        };
+        let cases = [
+            (Rule::Default, "default"),
+            (list.clone(), "list ut1/gambling: bet365.com"),
+            (
+                Rule::Keyword {
+                    keyword: Arc::from("casino"),
+                    category: Category::Gambling,
+                },
+                "keyword gambling: \"casino\"",
+            ),
+            (
+                Rule::LocalAllow {
+                    entry: Arc::from("bbc.co.uk"),
+                },
+                "local allow: bbc.co.uk",
+            ),
+            (
+                Rule::LocalDeny {
+                    entry: Arc::from("example.com"),
+                },
+                "local deny: example.com",
+            ),
+            (Rule::MalformedHost, "malformed host name"),
+            (
+                Rule::DomainFronting {
+                    sni: "allowed.test".into(),
+                    host: "blocked.test".into(),
+                },
+                "domain fronting: TLS name allowed.test but HTTP host blocked.test",
+            ),
+        ];
+        for (rule, text) in cases {
+            assert_eq!(rule.text(), text);
+            assert_eq!(rule.to_string(), text);
+        }
+
+        let reason = |action, category, rule| verdict(action, category, rule).reason();
+        assert_eq!(
+            reason(Action::Block, Some(Category::Gambling), list.clone()),
+            "blocked for pupil: gambling (list ut1/gambling: bet365.com)"
+        );
+        assert_eq!(
+            reason(Action::Allow, Some(Category::Gambling), list.clone()),
+            "allowed for pupil: gambling is not restricted now (list ut1/gambling: bet365.com)"
+        );
+        assert_eq!(
+            reason(Action::Block, None, Rule::MalformedHost),
+            "blocked for pupil: malformed host name"
+        );
+        assert_eq!(
+            reason(Action::Allow, None, Rule::Default),
+            "allowed for pupil: no restricted category"
+        );
+        assert_eq!(
+            reason(Action::Rewrite, None, Rule::Default),
+            "allowed with SafeSearch for pupil: SafeSearch enforced"
+        );
+        assert_eq!(
+            reason(Action::Flag, Some(Category::SelfHarm), list),
+            "flagged for pupil: self-harm (list ut1/gambling: bet365.com)"
+        );
     }
 }

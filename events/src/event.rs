@@ -222,7 +222,7 @@ impl AccessEvent {
         event.action = verdict.action;
         event.categories = verdict.categories;
         event.severity = verdict.severity;
-        event.rule = verdict.rule.to_string();
+        event.rule = verdict.rule.text();
         event.reason = verdict.reason();
         event.role = verdict.role.to_string();
         event.search_terms = verdict.search_terms.clone().unwrap_or_default();

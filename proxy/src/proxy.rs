@@ -936,7 +936,7 @@ pub(crate) fn apply_verdict(event: &mut AccessEvent, v: &Verdict) {
     event.action = v.action;
     event.categories = v.categories;
     event.severity = v.severity;
-    event.rule = v.rule.to_string();
+    event.rule = v.rule.text();
     v.write_reason(&mut event.reason);
     event.role = v.role.to_string();
     if let Some(t) = &v.search_terms {
