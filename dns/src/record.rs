@@ -199,7 +199,7 @@ impl Recorder {
         event.duration_us = u32::try_from(o.started.elapsed().as_micros()).unwrap_or(u32::MAX);
         event.cached = o.cached;
         event.school = o.school.to_owned();
-        event.node = self.node.to_string();
+        event.node = String::from(&*self.node);
         event.device = o.device.map(str::to_owned);
         if o.canary {
             event.action = Action::Block;

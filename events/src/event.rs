@@ -224,7 +224,7 @@ impl AccessEvent {
         event.severity = verdict.severity;
         event.rule = verdict.rule.text();
         event.reason = verdict.reason();
-        event.role = verdict.role.to_string();
+        event.role = String::from(&*verdict.role);
         event.search_terms = verdict.search_terms.clone().unwrap_or_default();
         event
     }

@@ -252,7 +252,7 @@ impl Proxy {
         source: Source,
     ) -> RequestContext {
         let mut event = AccessEvent::new(source, conn.peer.ip(), String::new());
-        event.node = view.node.to_string();
+        event.node = String::from(&*view.node);
         RequestContext {
             client: conn.peer,
             mode: conn.mode,
@@ -292,11 +292,11 @@ impl Proxy {
 
         // Who is asking: never an open proxy.
         let client = view.policy.client(conn.peer.ip(), None);
-        ctx.event.school = client.school.to_string();
+        ctx.event.school = String::from(&*client.school);
         if let Some(d) = &client.device {
             ctx.event.device = Some(d.to_string());
         }
-        ctx.event.role = view.policy.role(client.role).name.to_string();
+        ctx.event.role = String::from(&*view.policy.role(client.role).name);
         if !client.known {
             Counters::inc(&self.stats.unknown_clients);
             let e = ProxyError::UnknownClient(conn.peer.ip());
@@ -938,7 +938,7 @@ pub(crate) fn apply_verdict(event: &mut AccessEvent, v: &Verdict) {
     event.severity = v.severity;
     event.rule = v.rule.text();
     v.write_reason(&mut event.reason);
-    event.role = v.role.to_string();
+    event.role = String::from(&*v.role);
     if let Some(t) = &v.search_terms {
         event.search_terms.clone_from(t);
     }
@@ -1104,8 +1104,8 @@ fn authority(t: &Target) -> Bytes {
     let mut a = String::with_capacity(t.host.len() + 6);
     a.push_str(&t.host);
     if t.port != 80 {
-        use std::fmt::Write as _;
-        let _ = write!(a, ":{}", t.port);
+        a.push(':');
+        a.push_str(itoa::Buffer::new().format(t.port));
     }
     Bytes::from(a)
 }
@@ -1249,6 +1249,20 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_header_carries_the_port_unless_it_is_80() {
+        let target = |host: &str, port| Target {
+            kind: TargetKind::Http,
+            host: host.to_owned(),
+            port,
+            path: "/".to_owned(),
+        };
+        assert_eq!(authority(&target("example.com", 80)), "example.com");
+        assert_eq!(authority(&target("example.com", 8080)), "example.com:8080");
+        assert_eq!(authority(&target("[2001:db8::1]", 1)), "[2001:db8::1]:1");
+        assert_eq!(authority(&target("a.test", 65535)), "a.test:65535");
+    }
 
     #[test]
     fn hop_by_hop_headers_go_including_named_ones() {
