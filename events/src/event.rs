@@ -119,9 +119,13 @@ impl RetentionClass {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessEvent {
     /// Time-ordered and unique: the block page's reference and the dashboard's link.
+    #[serde(serialize_with = "serialize_id", deserialize_with = "deserialize_id")]
     pub id: Ulid,
     /// When the decision was made (stored at millisecond precision).
-    #[serde(serialize_with = "serialize_time")]
+    #[serde(
+        serialize_with = "serialize_time",
+        deserialize_with = "deserialize_time"
+    )]
     pub time: Timestamp,
     pub source: Source,
     /// The school / site id within a trust; empty for a single school.
@@ -158,11 +162,68 @@ pub struct AccessEvent {
     pub cached: bool,
 }
 
-/// The time as jiff writes it (RFC 3339), formatted once. jiff's own impl
-/// hands the serializer a `Display`, and postcard (the journal, on every event)
-/// formats that twice, once to learn the length: half of an event's encoding.
+// The id and the time: text (`01J…`, RFC 3339) in JSON (the spool, the
+// dead-letter file, the API), numbers in postcard (the journal, on every event
+// the proxy and the DNS filter send: formatting them was most of an event's
+// encoding). The journal's first record format had them as text in postcard
+// too; `with_text_id_and_time` reads and writes that.
+
+thread_local! {
+    static TEXT_ID_AND_TIME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with postcard writing and reading the id and time as text, as the
+/// journal's first record format has them.
+pub(crate) fn with_text_id_and_time<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TEXT_ID_AND_TIME.set(false);
+        }
+    }
+    TEXT_ID_AND_TIME.set(true);
+    let _reset = Reset;
+    f()
+}
+
+fn as_text(human_readable: bool) -> bool {
+    human_readable || TEXT_ID_AND_TIME.get()
+}
+
+fn serialize_id<S: serde::Serializer>(id: &Ulid, s: S) -> Result<S::Ok, S::Error> {
+    if as_text(s.is_human_readable()) {
+        id.serialize(s)
+    } else {
+        s.serialize_u128(id.0)
+    }
+}
+
+fn deserialize_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ulid, D::Error> {
+    if as_text(d.is_human_readable()) {
+        Ulid::deserialize(d)
+    } else {
+        u128::deserialize(d).map(Ulid)
+    }
+}
+
+/// As text: the time as jiff writes it (RFC 3339), formatted once (jiff's own
+/// impl hands the serializer a `Display`, which postcard formats twice).
+/// Otherwise: milliseconds since 1970, the precision events keep.
 fn serialize_time<S: serde::Serializer>(time: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&time.to_string())
+    if as_text(s.is_human_readable()) {
+        s.serialize_str(&time.to_string())
+    } else {
+        s.serialize_i64(time.as_millisecond())
+    }
+}
+
+fn deserialize_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+    if as_text(d.is_human_readable()) {
+        Timestamp::deserialize(d)
+    } else {
+        let ms = i64::deserialize(d)?;
+        Timestamp::from_millisecond(ms).map_err(serde::de::Error::custom)
+    }
 }
 
 impl AccessEvent {
@@ -511,10 +572,11 @@ mod tests {
         assert_eq!(back, e);
     }
 
-    /// The journal's records from before `serialize_time` hold the time as
-    /// jiff's own impl wrote it: the bytes must not change.
+    /// The journal's first record format holds the id and time as text, the
+    /// time as jiff's own impl wrote it: those bytes must not change. The
+    /// current format holds them as numbers, and both read back the same event.
     #[test]
-    fn the_time_is_encoded_as_jiff_encodes_it() {
+    fn id_and_time_are_numbers_in_postcard_and_text_in_the_first_format() {
         for ms in [
             0,
             1_700_000_000_123,
@@ -524,13 +586,29 @@ mod tests {
         ] {
             let t = Timestamp::from_millisecond(ms).expect("valid");
             let e = AccessEvent::new(Source::Proxy, ip(), "a.example").at(t);
-            let ours = postcard::to_allocvec(&e).expect("encode");
+            let first = with_text_id_and_time(|| postcard::to_allocvec(&e).expect("encode"));
             let jiffs = postcard::to_allocvec(&t).expect("encode");
             let mut id = postcard::to_allocvec(&e.id).expect("encode");
             id.extend_from_slice(&jiffs);
-            assert!(ours.starts_with(&id), "{ms}");
+            assert!(first.starts_with(&id), "{ms}");
             assert_eq!(
-                postcard::from_bytes::<AccessEvent>(&ours).expect("decode"),
+                with_text_id_and_time(|| postcard::from_bytes::<AccessEvent>(&first))
+                    .expect("decode"),
+                e
+            );
+
+            let now = postcard::to_allocvec(&e).expect("encode");
+            let mut numbers = postcard::to_allocvec(&e.id.0).expect("encode");
+            numbers.extend(postcard::to_allocvec(&ms).expect("encode"));
+            assert!(now.starts_with(&numbers), "{ms}");
+            assert!(
+                now.len() + 20 < first.len(),
+                "{ms}: {} against {}",
+                now.len(),
+                first.len()
+            );
+            assert_eq!(
+                postcard::from_bytes::<AccessEvent>(&now).expect("decode"),
                 e
             );
             assert_eq!(

@@ -19,8 +19,9 @@
 //!
 //! `state` is 0 (reserved, not yet written, or torn), [`COMMITTED`] or [`DONE`].
 //! The payload is one event in the encoding `format` names ([`FORMAT_POSTCARD`]:
-//! compact and about ten times cheaper to write than JSON); a record of a format
-//! this version does not know is handed back undecoded, never guessed at.
+//! compact and about ten times cheaper to write than JSON; the first format,
+//! [`FORMAT_POSTCARD_TEXT_TIME`], is still read); a record of a format this
+//! version does not know is handed back undecoded, never guessed at.
 //!
 //! # Invariants
 //!
@@ -81,8 +82,12 @@ pub const COMMITTED: u32 = 0xC0FF_EE01;
 pub const DONE: u32 = 0xD0FF_EE02;
 /// Bytes before each payload.
 pub const HEADER: usize = 16;
-/// `format` of a postcard-encoded [`AccessEvent`].
-pub const FORMAT_POSTCARD: u32 = 1;
+/// `format` of a postcard-encoded [`AccessEvent`] with its id and time as text
+/// (written by versions before [`FORMAT_POSTCARD`]; still read).
+pub const FORMAT_POSTCARD_TEXT_TIME: u32 = 1;
+/// `format` of a postcard-encoded [`AccessEvent`], its id a `u128` and its
+/// time milliseconds (formatting them was most of an event's encoding).
+pub const FORMAT_POSTCARD: u32 = 2;
 /// Smallest segment accepted: below this, rotation would dominate.
 pub const MIN_SEGMENT: usize = 64 << 10;
 const EXT: &str = "jnl";
@@ -120,13 +125,19 @@ pub struct Record {
 
 impl Record {
     pub fn decode(&self) -> Result<AccessEvent, JournalError> {
-        if self.format != FORMAT_POSTCARD {
-            return Err(JournalError::Decode {
-                format: self.format,
-                message: "unknown format (written by another version of schoolgate)".into(),
-            });
-        }
-        postcard::from_bytes(&self.payload).map_err(|e| JournalError::Decode {
+        let decoded = match self.format {
+            FORMAT_POSTCARD => postcard::from_bytes(&self.payload),
+            FORMAT_POSTCARD_TEXT_TIME => {
+                crate::event::with_text_id_and_time(|| postcard::from_bytes(&self.payload))
+            }
+            _ => {
+                return Err(JournalError::Decode {
+                    format: self.format,
+                    message: "unknown format (written by another version of schoolgate)".into(),
+                });
+            }
+        };
+        decoded.map_err(|e| JournalError::Decode {
             format: self.format,
             message: e.to_string(),
         })
@@ -478,6 +489,33 @@ mod tests {
 
     fn payloads(records: &[Record]) -> Vec<&[u8]> {
         records.iter().map(|r| r.payload.as_slice()).collect()
+    }
+
+    #[test]
+    fn records_of_both_formats_decode_and_others_are_refused() {
+        let event = AccessEvent::new(
+            crate::event::Source::Proxy,
+            std::net::Ipv4Addr::new(10, 1, 2, 3).into(),
+            "bet365.com",
+        )
+        .with_user("pupil.one");
+        let now = Record {
+            format: FORMAT_POSTCARD,
+            payload: postcard::to_allocvec(&event).expect("encode"),
+        };
+        let first = Record {
+            format: FORMAT_POSTCARD_TEXT_TIME,
+            payload: crate::event::with_text_id_and_time(|| postcard::to_allocvec(&event))
+                .expect("encode"),
+        };
+        assert_eq!(now.decode().expect("current format"), event);
+        assert_eq!(first.decode().expect("first format"), event);
+        let unknown = Record {
+            format: 7,
+            payload: now.payload,
+        };
+        let e = unknown.decode().expect_err("unknown format");
+        assert!(e.to_string().contains("record of format 7"), "{e}");
     }
 
     #[test]
