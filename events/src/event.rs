@@ -164,9 +164,9 @@ pub struct AccessEvent {
 
 // The id and the time: text (`01J…`, RFC 3339) in JSON (the spool, the
 // dead-letter file, the API), numbers in postcard (the journal, on every event
-// the proxy and the DNS filter send: formatting them was most of an event's
-// encoding). The journal's first record format had them as text in postcard
-// too; `with_text_id_and_time` reads and writes that.
+// the proxy and the DNS filter send: formatting them cost a third of an
+// event's journal write). The journal's first record format had them as text
+// in postcard too; `with_text_id_and_time` reads and writes that.
 
 thread_local! {
     static TEXT_ID_AND_TIME: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

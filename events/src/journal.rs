@@ -86,7 +86,7 @@ pub const HEADER: usize = 16;
 /// (written by versions before [`FORMAT_POSTCARD`]; still read).
 pub const FORMAT_POSTCARD_TEXT_TIME: u32 = 1;
 /// `format` of a postcard-encoded [`AccessEvent`], its id a `u128` and its
-/// time milliseconds (formatting them was most of an event's encoding).
+/// time milliseconds (formatting them cost a third of an event's write).
 pub const FORMAT_POSTCARD: u32 = 2;
 /// Smallest segment accepted: below this, rotation would dominate.
 pub const MIN_SEGMENT: usize = 64 << 10;
