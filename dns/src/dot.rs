@@ -27,8 +27,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::upstream::{Ask, Pending, PendingGuard, UpstreamError, Waiter, register};
-use crate::wire;
+use crate::upstream::{Ask, Pending, PendingGuard, UpstreamError, deliver, register, stream_query};
 
 /// Queries waiting to be written on one connection.
 const WRITE_QUEUE: usize = 1_024;
@@ -130,23 +129,20 @@ impl Link {
 
         let closed = link.closed.clone();
         tokio::spawn(async move {
-            loop {
-                let framed = tokio::select! {
+            'link: loop {
+                let first = tokio::select! {
                     _ = closed.cancelled() => break,
                     q = outbox.recv() => match q {
                         Some(q) => q,
                         None => break,
                     },
                 };
-                if let Err(e) = writer.write_all(&framed).await {
-                    debug!(upstream = %addr, error = %e, "DNS-over-TLS write failed");
-                    break;
-                }
                 // Queries queued meanwhile go out in the same flush.
-                while let Ok(more) = outbox.try_recv() {
-                    if writer.write_all(&more).await.is_err() {
-                        closed.cancel();
-                        return;
+                let mut next = Some(first);
+                while let Some(query) = next.take().or_else(|| outbox.try_recv().ok()) {
+                    if let Err(e) = writer.write_all(&query).await {
+                        debug!(upstream = %addr, error = %e, "DNS-over-TLS write failed");
+                        break 'link;
                     }
                 }
                 if writer.flush().await.is_err() {
@@ -173,7 +169,7 @@ impl Link {
                 if ended {
                     break;
                 }
-                me.deliver(&answer);
+                deliver(&me.pending, &answer);
             }
             me.closed.cancel();
             // Waiting queries fail now, not at their timeouts.
@@ -198,22 +194,7 @@ impl Link {
             pending: &self.pending,
             id,
         };
-        let mut query = Vec::with_capacity(64 + ask.name_wire.len());
-        wire::write_upstream_query(
-            &mut query,
-            id,
-            ask.name_wire,
-            ask.qtype,
-            ask.qclass,
-            ask.dnssec_ok,
-            ask.cd,
-        );
-        wire::pad_query(&mut query, wire::QUERY_PAD_BLOCK);
-        // A name is at most 255 bytes: the query always fits the length prefix.
-        let len = u16::try_from(query.len()).map_err(|_| UpstreamError::Io)?;
-        let mut framed = Vec::with_capacity(2 + query.len());
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(&query);
+        let framed = stream_query(id, ask, true);
         let exchange = async {
             // A full write queue holds the question back (within its time), it
             // is no reason to give up on the connection.
@@ -227,23 +208,5 @@ impl Link {
         tokio::time::timeout(wait, exchange)
             .await
             .map_err(|_| UpstreamError::Timeout)?
-    }
-
-    /// Hands an answer to the query waiting for it; anything else is dropped.
-    fn deliver(&self, msg: &[u8]) {
-        let Some(id) = wire::packet_id(msg) else {
-            return;
-        };
-        if !wire::is_response(msg) {
-            return;
-        }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let matches = pending
-            .get(&id)
-            .is_some_and(|w: &Waiter| wire::same_question(msg, &w.name_wire, w.qtype, w.qclass));
-        if matches && let Some(w) = pending.remove(&id) {
-            drop(pending);
-            let _ = w.tx.send(msg.to_vec());
-        }
     }
 }

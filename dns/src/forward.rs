@@ -60,12 +60,13 @@ impl Forwarder {
         self.cache.get(key, now_ms)
     }
 
-    /// Whether every upstream is marked down (stale answers are then served at
-    /// once instead of after a failed attempt).
+    /// Each upstream as the health page shows it.
     pub fn upstream_status(&self) -> Vec<crate::stats::UpstreamStatus> {
         self.upstreams.status()
     }
 
+    /// Whether every upstream is marked down (stale answers are then served at
+    /// once instead of after a failed attempt).
     pub fn upstreams_down(&self) -> bool {
         self.upstreams.all_down()
     }

@@ -6,9 +6,10 @@
 //! blocked names (block page address or NXDOMAIN, with an Extended DNS Error),
 //! SafeSearch and YouTube restriction CNAMEs, the DoH / Private Relay canaries,
 //! the DNS-tunnelling heuristic, forwarding with a cache (TTLs, negative caching,
-//! serve-stale) to plain or DNS-over-TLS upstreams, and one [`schoolgate_events::AccessEvent`] per query. It does not
-//! decide what is blocked (that is `schoolgate-classifier`) or store events
-//! (that is `schoolgate-events`).
+//! serve-stale) to plain or DNS-over-TLS upstreams, and one
+//! [`schoolgate_events::AccessEvent`] per query. It does not decide what is
+//! blocked (that is `schoolgate-classifier`) or store events (that is
+//! `schoolgate-events`).
 //!
 //! ```no_run
 //! # async fn example(policy: schoolgate_classifier::SharedPolicy, events: schoolgate_events::EventSender)

@@ -89,10 +89,10 @@ pub struct Attempts {
 /// A query waiting for its answer, by ID.
 #[derive(Debug)]
 pub(crate) struct Waiter {
-    pub name_wire: Box<[u8]>,
-    pub qtype: u16,
-    pub qclass: u16,
-    pub tx: oneshot::Sender<Vec<u8>>,
+    name_wire: Box<[u8]>,
+    qtype: u16,
+    qclass: u16,
+    tx: oneshot::Sender<Vec<u8>>,
 }
 
 pub(crate) type Pending = Mutex<HashMap<u16, Waiter, foldhash::fast::RandomState>>;
@@ -104,23 +104,65 @@ pub(crate) fn register(
     tx: oneshot::Sender<Vec<u8>>,
 ) -> Result<u16, UpstreamError> {
     let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
-    let mut waiter = Some(Waiter {
-        name_wire: ask.name_wire.into(),
-        qtype: ask.qtype,
-        qclass: ask.qclass,
-        tx,
-    });
-    for _ in 0..16 {
-        let candidate: u16 = rand::random();
-        if let std::collections::hash_map::Entry::Vacant(v) = pending.entry(candidate) {
-            if let Some(w) = waiter.take() {
-                v.insert(w);
-            }
-            return Ok(candidate);
-        }
-    }
     // 16 random IDs all taken: tens of thousands of queries are in flight.
-    Err(UpstreamError::Io)
+    let id = (0..16)
+        .map(|_| rand::random::<u16>())
+        .find(|id| !pending.contains_key(id))
+        .ok_or(UpstreamError::Io)?;
+    pending.insert(
+        id,
+        Waiter {
+            name_wire: ask.name_wire.into(),
+            qtype: ask.qtype,
+            qclass: ask.qclass,
+            tx,
+        },
+    );
+    Ok(id)
+}
+
+/// Hands an answer to the query waiting for its ID, if the question matches
+/// too; anything else is dropped.
+pub(crate) fn deliver(pending: &Pending, msg: &[u8]) {
+    let Some(id) = wire::packet_id(msg) else {
+        return;
+    };
+    if !wire::is_response(msg) {
+        return;
+    }
+    let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+    let matches = pending
+        .get(&id)
+        .is_some_and(|w| wire::same_question(msg, &w.name_wire, w.qtype, w.qclass));
+    if matches && let Some(w) = pending.remove(&id) {
+        drop(pending);
+        let _ = w.tx.send(msg.to_vec());
+    }
+}
+
+/// A query for a stream (TCP, TLS): length-prefixed (RFC 1035 4.2.2), and
+/// padded to whole blocks when `pad` (RFC 8467, for encrypted streams).
+pub(crate) fn stream_query(id: u16, ask: Ask<'_>, pad: bool) -> Vec<u8> {
+    let mut query = Vec::with_capacity(64 + ask.name_wire.len());
+    wire::write_upstream_query(
+        &mut query,
+        id,
+        ask.name_wire,
+        ask.qtype,
+        ask.qclass,
+        ask.dnssec_ok,
+        ask.cd,
+    );
+    if pad {
+        wire::pad_query(&mut query, wire::QUERY_PAD_BLOCK);
+    }
+    // A name is at most 255 bytes and a padded query under 512: the length
+    // always fits its two bytes.
+    let len = u16::try_from(query.len()).unwrap_or(u16::MAX);
+    let mut framed = Vec::with_capacity(2 + query.len());
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(&query);
+    framed
 }
 
 #[derive(Debug)]
@@ -266,16 +308,19 @@ impl Upstreams {
     }
 
     fn mark(&self, s: &Server, outcome: Result<(), UpstreamError>) {
-        let mut last_error = s.last_error.lock().unwrap_or_else(|p| p.into_inner());
         let e = match outcome {
+            // Every forwarded answer comes here: only an upstream that had
+            // failed has anything to reset.
             Ok(()) => {
-                s.failures.store(0, Ordering::Relaxed);
-                s.down_until_ms.store(0, Ordering::Relaxed);
-                *last_error = None;
+                if s.failures.swap(0, Ordering::Relaxed) != 0 {
+                    s.down_until_ms.store(0, Ordering::Relaxed);
+                    *s.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
                 return;
             }
             Err(e) => e,
         };
+        let mut last_error = s.last_error.lock().unwrap_or_else(|p| p.into_inner());
         let why = s
             .connect_error
             .lock()
@@ -538,21 +583,7 @@ async fn receive(sock: Arc<PooledSocket>, shutdown: CancellationToken) {
                 }
             },
         };
-        let msg = &buf[..n];
-        let Some(id) = wire::packet_id(msg) else {
-            continue;
-        };
-        if !wire::is_response(msg) {
-            continue;
-        }
-        let mut pending = sock.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let matches = pending
-            .get(&id)
-            .is_some_and(|w| wire::same_question(msg, &w.name_wire, w.qtype, w.qclass));
-        if matches && let Some(w) = pending.remove(&id) {
-            drop(pending);
-            let _ = w.tx.send(msg.to_vec());
-        }
+        deliver(&sock.pending, &buf[..n]);
     }
 }
 
@@ -564,21 +595,8 @@ async fn exchange_tcp(addr: SocketAddr, ask: Ask<'_>) -> Result<Vec<u8>, Upstrea
         .map_err(|_| UpstreamError::Io)?;
     let _ = stream.set_nodelay(true);
     let id: u16 = rand::random();
-    let mut query = Vec::with_capacity(64 + ask.name_wire.len());
-    wire::write_upstream_query(
-        &mut query,
-        id,
-        ask.name_wire,
-        ask.qtype,
-        ask.qclass,
-        ask.dnssec_ok,
-        ask.cd,
-    );
-    let mut framed = Vec::with_capacity(2 + query.len());
-    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-    framed.extend_from_slice(&query);
     stream
-        .write_all(&framed)
+        .write_all(&stream_query(id, ask, false))
         .await
         .map_err(|_| UpstreamError::Io)?;
     let mut len = [0u8; 2];
