@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use schoolgate_classifier::config::store::Retention;
 use schoolgate_classifier::{Action, Severity};
+use schoolgate_events::store::writer_cpu::CpuPolicy;
 use schoolgate_events::{Batch, EventStore, GroupBy, Period, SqliteStore};
 
 use crate::harness::events::{self, BASE_MS, ts};
@@ -159,8 +160,40 @@ async fn reads_run_beside_writes() {
     );
 }
 
+/// The writer thread's id and its nice value and scheduling policy
+/// (`libc::SCHED_*`), from /proc.
+fn writer_thread() -> (i32, i32, i32) {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let task = task.expect("task").path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.trim() == "sqlite-writer" {
+            let tid: i32 = task
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("tid")
+                .parse()
+                .expect("int");
+            let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
+            // Fields after the parenthesised name: state is field 3, nice 19,
+            // policy 41.
+            let rest: Vec<&str> = stat[stat.rfind(')').expect("comm end") + 2..]
+                .split(' ')
+                .collect();
+            found.push((
+                tid,
+                rest[16].parse().expect("nice"),
+                rest[38].parse().expect("policy"),
+            ));
+        }
+    }
+    assert_eq!(found.len(), 1, "one sqlite-writer thread: {found:?}");
+    found[0]
+}
+
 /// The writer runs on its own thread at a lower CPU priority, so DNS and proxy
-/// threads never queue behind a batch insert.
+/// threads never queue behind a batch insert: nice 10, and at rest `SCHED_IDLE`
+/// (where this process may leave it again, as root can).
 #[tokio::test]
 async fn the_writer_thread_runs_at_a_lower_priority() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -169,19 +202,15 @@ async fn the_writer_thread_runs_at_a_lower_priority() {
         .insert(&Batch::new(events::events(0..10, 1_000)))
         .await
         .expect("insert");
-    let mut nices = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
-        let task = task.expect("task").path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if comm.trim() == "sqlite-writer" {
-            let stat = std::fs::read_to_string(task.join("stat")).expect("stat");
-            // Fields after the parenthesised name: state is field 3, nice 19.
-            let rest = &stat[stat.rfind(')').expect("comm end") + 2..];
-            let nice: i32 = rest.split(' ').nth(16).expect("nice").parse().expect("int");
-            nices.push(nice);
-        }
-    }
-    assert_eq!(nices, [schoolgate_events::store::sqlite::WRITER_NICE]);
+    let (_, nice, policy) = writer_thread();
+    assert_eq!(nice, schoolgate_events::store::sqlite::WRITER_NICE);
+    let at_rest = if store.writer_cpu().background_allowed() {
+        libc::SCHED_IDLE
+    } else {
+        eprintln!("this process cannot leave SCHED_IDLE: the writer stays at nice 10");
+        libc::SCHED_OTHER
+    };
+    assert_eq!(policy, at_rest);
     assert_eq!(
         store
             .totals(&Period::new(ts(BASE_MS - 1), ts(BASE_MS + 20_000)), None)
@@ -189,6 +218,39 @@ async fn the_writer_thread_runs_at_a_lower_priority() {
             .expect("totals")
             .requests,
         10
+    );
+}
+
+/// A write that waits `hurry_after` brings the writer out of the background
+/// (here at once), at the same nice value, and it stays out for `hurried_for`.
+#[tokio::test]
+async fn a_write_kept_waiting_brings_the_writer_out_of_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_with(
+        dir.path().join("e.sqlite"),
+        Retention::default(),
+        CpuPolicy {
+            hurry_after: std::time::Duration::ZERO,
+            hurried_for: std::time::Duration::from_secs(600),
+        },
+    )
+    .expect("open");
+    // Thousands of rows: the insert cannot be done before it is first waited on.
+    store
+        .insert(&Batch::new(events::events(0..5_000, 10)))
+        .await
+        .expect("insert");
+    let (tid, nice, policy) = writer_thread();
+    assert_eq!(tid, store.writer_cpu().tid());
+    assert_eq!(nice, schoolgate_events::store::sqlite::WRITER_NICE);
+    assert_eq!(policy, libc::SCHED_OTHER, "hurried, and not back yet");
+    assert_eq!(
+        store
+            .totals(&Period::new(ts(BASE_MS - 1), ts(BASE_MS + 100_000)), None)
+            .await
+            .expect("totals")
+            .requests,
+        5_000
     );
 }
 

@@ -19,6 +19,7 @@ use crate::query::{
 pub mod clickhouse;
 pub mod csv;
 pub mod sqlite;
+pub mod writer_cpu;
 
 /// Why a store operation failed, and so what the pipeline does about it.
 #[derive(Debug, thiserror::Error)]

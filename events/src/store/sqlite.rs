@@ -3,8 +3,9 @@
 //! - One writer connection on its own thread (`sqlite-writer`), which takes the
 //!   writes one at a time, so inserts never block the runtime and never contend
 //!   with each other. The thread runs at a lower CPU priority (nice
-//!   [`WRITER_NICE`]): a batch insert takes milliseconds of CPU, and on a small
-//!   box the DNS and proxy threads answering pupils should not queue behind it.
+//!   [`WRITER_NICE`], and `SCHED_IDLE` while it keeps up: see [`super::writer_cpu`]):
+//!   a batch insert takes milliseconds of CPU, and on a small box the DNS and
+//!   proxy threads answering pupils should not queue behind it.
 //!   Readers use their own connections on the blocking pool (WAL lets them run
 //!   beside the writer).
 //! - `synchronous=NORMAL`: a commit is durable against a process crash at once and
@@ -42,6 +43,8 @@ use schoolgate_classifier::config::store::Retention;
 use schoolgate_classifier::{Action, Category, CategorySet, Severity};
 use ulid::Ulid;
 
+pub use super::writer_cpu::WRITER_NICE;
+use super::writer_cpu::{CpuPolicy, WriterCpu};
 use super::{EXPORT_PAGE, EventStore, ExportCursor, StoreError, audit, csv};
 use crate::event::{AccessEvent, Batch, RetentionClass, Source, bypass_mask};
 use crate::query::{
@@ -161,6 +164,7 @@ pub struct SqliteStore {
     path: PathBuf,
     retention: Retention,
     writer: mpsc::Sender<WriteJob>,
+    cpu: Arc<WriterCpu>,
     readers: Arc<Mutex<Vec<Connection>>>,
 }
 
@@ -175,6 +179,15 @@ impl fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating) the database at `path` and its schema.
     pub fn open(path: impl AsRef<Path>, retention: Retention) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, retention, CpuPolicy::default())
+    }
+
+    /// [`SqliteStore::open`] with the writer's CPU policy given.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        retention: Retention,
+        cpu: CpuPolicy,
+    ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_owned();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -206,14 +219,17 @@ impl SqliteStore {
             backfill_seen(&conn)?;
         }
         let (writer, jobs) = mpsc::channel::<WriteJob>();
+        let cpu = Arc::new(WriterCpu::new(cpu));
+        let on_thread = Arc::clone(&cpu);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, jobs))
+            .spawn(move || run_writer(conn, jobs, &on_thread))
             .map_err(|e| StoreError::transient(format!("sqlite writer thread: {e}")))?;
         Ok(SqliteStore {
             path,
             retention,
             writer,
+            cpu,
             readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -222,7 +238,13 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` on the writer thread, with its connection and state.
+    /// The writer thread's scheduling.
+    pub fn writer_cpu(&self) -> &WriterCpu {
+        &self.cpu
+    }
+
+    /// Runs `f` on the writer thread, with its connection and state. A write
+    /// that waits `hurry_after` brings the writer out of the background.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Writer) -> Result<T, StoreError> + Send + 'static,
@@ -234,9 +256,15 @@ impl SqliteStore {
                 let _ = done.send(f(w));
             }))
             .map_err(|_| StoreError::transient("sqlite writer thread has stopped"))?;
-        result
-            .await
-            .map_err(|_| StoreError::transient("sqlite writer thread failed during a write"))?
+        let mut result = result;
+        let done = match tokio::time::timeout(self.cpu.policy().hurry_after, &mut result).await {
+            Ok(done) => done,
+            Err(_) => {
+                self.cpu.hurry();
+                result.await
+            }
+        };
+        done.map_err(|_| StoreError::transient("sqlite writer thread failed during a write"))?
     }
 
     /// Runs `f` with a read connection on the blocking pool.
@@ -734,21 +762,27 @@ struct Writer {
 /// A write for the writer thread.
 type WriteJob = Box<dyn FnOnce(&mut Writer) + Send>;
 
-/// The writer thread's nice value (0 is the default, 19 the lowest priority).
-pub const WRITER_NICE: i32 = 10;
-
 /// The writer thread: lowers its own priority, then runs the writes in order
 /// until every handle to the store is dropped, then closes the connection.
-fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
-    let me = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(me), WRITER_NICE) {
-        tracing::warn!(error = %e, "sqlite writer: cannot lower its CPU priority");
-    }
+/// Whenever its queue is empty it may go back to the background.
+fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>, cpu: &WriterCpu) {
+    cpu.start_on_this_thread();
     let mut writer = Writer {
         conn,
         recorded: SeenRecorded::default(),
     };
-    while let Ok(job) = jobs.recv() {
+    loop {
+        let job = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Empty) => {
+                cpu.settle();
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        };
         job(&mut writer);
     }
 }
