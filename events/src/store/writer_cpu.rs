@@ -34,20 +34,22 @@ pub const WRITER_NICE: i32 = 10;
 /// When the writer is moved out of the background and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuPolicy {
-    /// A write waiting this long moves the writer to `SCHED_OTHER` (100 ms: a
+    /// A write waiting this long moves the writer to `SCHED_OTHER` (50 ms: a
     /// 2,000-event batch is about 6 ms of CPU, and the event queue holds 16,384
-    /// events, 0.4 s of a flood of 40,000 a second).
+    /// events, 0.4 s of a flood of 40,000 a second, which the writer must still
+    /// drain at nice 10 behind the busy threads; with 100 ms, a DNS flood of
+    /// 45,000 events a second overflowed 14,380 events into the spool).
     pub hurry_after: Duration,
-    /// The least time the writer then stays out of the background (2 s), so a
-    /// flood costs one late batch every two seconds, not every batch.
+    /// The least time the writer then stays out of the background (5 s), so a
+    /// flood costs one late batch every five seconds, not every batch.
     pub hurried_for: Duration,
 }
 
 impl Default for CpuPolicy {
     fn default() -> Self {
         CpuPolicy {
-            hurry_after: Duration::from_millis(100),
-            hurried_for: Duration::from_secs(2),
+            hurry_after: Duration::from_millis(50),
+            hurried_for: Duration::from_secs(5),
         }
     }
 }
