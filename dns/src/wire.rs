@@ -767,9 +767,16 @@ pub fn set_additional(out: &mut [u8], n: u16) {
     put_u16(out, 10, n);
 }
 
-/// The name of a query type for events (`A`, `AAAA`, `HTTPS`, `TYPE65280`).
+/// The name of a query type for events (`A`, `AAAA`, `HTTPS`), or `TYPE65280`
+/// (RFC 3597) for one hickory has no name for, where its `Display` says only
+/// `Unknown`. Known names are copied from hickory's table, without the
+/// formatting machinery: this is on every DNS event.
 pub fn qtype_name(qtype: u16) -> String {
-    hickory_proto::rr::RecordType::from(qtype).to_string()
+    use hickory_proto::rr::RecordType;
+    match RecordType::from(qtype) {
+        RecordType::Unknown(n) => format!("TYPE{n}"),
+        known => String::from(<&'static str>::from(known)),
+    }
 }
 
 #[cfg(test)]
@@ -777,6 +784,14 @@ mod tests {
     use super::*;
     use hickory_proto::op::{Edns, Message, Query};
     use hickory_proto::rr::{Name, RecordType};
+
+    #[test]
+    fn query_types_are_named_and_unknown_ones_numbered() {
+        assert_eq!(qtype_name(1), "A");
+        assert_eq!(qtype_name(28), "AAAA");
+        assert_eq!(qtype_name(65), "HTTPS");
+        assert_eq!(qtype_name(65_280), "TYPE65280");
+    }
 
     fn query(name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {
         let mut m = Message::query();
