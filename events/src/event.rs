@@ -230,11 +230,14 @@ impl AccessEvent {
     /// A new event for `host` decided now, allowed, with a fresh id; fill in the
     /// rest with the `with_*` methods or field by field.
     pub fn new(source: Source, client_ip: IpAddr, host: impl Into<String>) -> AccessEvent {
+        // One reading of the clock for both: the id's millisecond is the time's
+        // (two readings disagreed whenever a millisecond ended between them).
+        let now = std::time::SystemTime::now();
         AccessEvent {
-            id: Ulid::new(),
+            id: Ulid::from_datetime(now),
             // Millisecond precision, as stored, so an event read back equals the
             // event sent.
-            time: truncate_to_ms(Timestamp::now()),
+            time: truncate_to_ms(Timestamp::try_from(now).unwrap_or_else(|_| Timestamp::now())),
             host: host.into(),
             ..AccessEvent::placeholder(source, client_ip)
         }
@@ -522,6 +525,18 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The id's time and the event's time are the same millisecond, every time
+    /// (with the two clock readings this replaced, 200,000 new events held some
+    /// that disagreed in each of three runs: a millisecond ended between them).
+    #[test]
+    fn a_new_events_id_carries_its_millisecond() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        for _ in 0..200_000 {
+            let e = AccessEvent::new(Source::Proxy, ip, "example.org");
+            assert_eq!(e.id.timestamp_ms(), e.time_ms() as u64, "{}", e.id);
+        }
+    }
 
     fn ip() -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
