@@ -218,7 +218,9 @@ mod tests {
     fn hurried_out_of_the_background_and_back_after_a_while() {
         let cpu = std::sync::Arc::new(WriterCpu::new(CpuPolicy {
             hurry_after: Duration::from_millis(10),
-            hurried_for: Duration::from_millis(200),
+            // Long enough that a busy test machine cannot stall the checks
+            // after `hurry` past it.
+            hurried_for: Duration::from_secs(2),
         }));
         let writer = std::sync::Arc::clone(&cpu);
         let (go, wait) = std::sync::mpsc::channel::<()>();
@@ -255,7 +257,7 @@ mod tests {
             "the nice value is kept"
         );
         assert_eq!(settle(), libc::SCHED_OTHER, "hurried moments ago");
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(2_100));
         assert_eq!(settle(), background, "after hurried_for");
         drop(go);
         thread.join().expect("writer");
