@@ -774,14 +774,12 @@ fn run_writer(conn: Connection, jobs: mpsc::Receiver<WriteJob>, cpu: &WriterCpu)
     loop {
         let job = match jobs.try_recv() {
             Ok(job) => job,
+            Err(mpsc::TryRecvError::Disconnected) => break,
             Err(mpsc::TryRecvError::Empty) => {
                 cpu.settle();
-                match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
-                }
+                let Ok(job) = jobs.recv() else { break };
+                job
             }
-            Err(mpsc::TryRecvError::Disconnected) => break,
         };
         job(&mut writer);
     }

@@ -15,9 +15,9 @@
 //! queue is empty; then it goes back to the background.
 //!
 //! Leaving `SCHED_IDLE` needs `CAP_SYS_NICE` (root has it) or an `RLIMIT_NICE`
-//! that allows nice 10 (`LimitNICE=10` in a systemd unit). That is tried once, on
-//! a throwaway thread, when the store opens; a writer that could not come back
-//! never enters `SCHED_IDLE` and runs at nice 10 throughout.
+//! that allows nice 10 (`LimitNICE=10` in a systemd unit). That is tried once
+//! a process, on a throwaway thread, when a store first opens; a writer that
+//! could not come back never enters `SCHED_IDLE` and runs at nice 10 throughout.
 //!
 //! Measured by hand (`benches/RESULTS.md`, 2026-11-24): wrk through the proxy,
 //! 1 KiB pages, every request stored: 36.1–37.3k req/s at 25.2–26.1 µs of CPU a
@@ -80,7 +80,7 @@ struct State {
 }
 
 impl WriterCpu {
-    /// Probes whether a thread of this process can leave `SCHED_IDLE`.
+    /// Knows (probing once a process) whether a thread can leave `SCHED_IDLE`.
     pub fn new(policy: CpuPolicy) -> WriterCpu {
         WriterCpu {
             policy,
@@ -181,8 +181,14 @@ fn set_class(tid: i32, class: Class) -> std::io::Result<()> {
 }
 
 /// Whether a thread of this process that enters `SCHED_IDLE` at nice 10 can
-/// leave it again: tried on a throwaway thread, which is left as it ends.
+/// leave it again: tried once a process, on a throwaway thread, which is left
+/// as it ends.
 fn can_leave_background() -> bool {
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(probe_background)
+}
+
+fn probe_background() -> bool {
     std::thread::Builder::new()
         .name("sqlite-probe".into())
         .spawn(|| {
