@@ -399,7 +399,8 @@ TABLE="$WORK/table.md"
         done
     done
 } > "$TABLE"
-for name in schoolgate schoolgate-default schoolgate-nostore; do
+for name in "${SERVERS[@]}"; do
+    [[ $name == schoolgate* ]] || continue
     kill "${PID[$name]}" 2>/dev/null || true
     timeout 30 tail --pid="${PID[$name]}" -f /dev/null 2>/dev/null || true
     log "$name counters: $(tail -1 "$WORK/$name.stderr")"
