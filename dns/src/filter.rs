@@ -204,11 +204,14 @@ impl DnsFilter {
         out: &mut Vec<u8>,
         started: Instant,
     ) -> Step {
-        let q = match wire::parse_query(packet) {
+        // Borrowed from the result, not moved out of it: a question is some 550
+        // bytes (two fixed-size name buffers), and the move was a `memcpy` a query.
+        let parsed = wire::parse_query(packet);
+        let q = match &parsed {
             Ok(q) => q,
             Err(m) => {
                 self.counters.inc(C::Malformed);
-                return malformed_answer(out, packet, m);
+                return malformed_answer(out, packet, *m);
             }
         };
         self.counters.inc(C::Queries);
@@ -218,10 +221,10 @@ impl DnsFilter {
         });
         let policy = self.policy.load();
         let client = policy.client(ip, None);
-        if !client.known || !answerable(&q) {
+        if !client.known || !answerable(q) {
             // Never an open resolver: only the school's networks get answers.
             self.counters.inc(C::Refused);
-            refuse(out, packet, &q);
+            refuse(out, packet, q);
             return Step::Reply;
         }
         let now_ms = self.forwarder.ms_at(started);
@@ -232,7 +235,7 @@ impl DnsFilter {
                 // attack with a spoofed source) wants.
                 Transport::Udp => Step::Silent,
                 Transport::Tcp => {
-                    refuse(out, packet, &q);
+                    refuse(out, packet, q);
                     Step::Reply
                 }
             };
@@ -258,7 +261,7 @@ impl DnsFilter {
             });
         drop(policy);
         let outcome = |rcode: u8, cached: bool, canary: bool, tunnel: bool| Outcome {
-            q: &q,
+            q,
             ip,
             school: &client.school,
             device: client.device.as_deref(),
@@ -272,19 +275,19 @@ impl DnsFilter {
         let (key, rewrite) = match flow {
             FlowKind::Block { canary } => {
                 self.counters.inc(C::Blocked);
-                let rcode = handler::write_block(out, packet, &q, &self.block, &verdict, canary);
+                let rcode = handler::write_block(out, packet, q, &self.block, &verdict, canary);
                 self.recorder
                     .record(&outcome(rcode, false, canary, false), &self.counters);
                 return Step::Reply;
             }
             FlowKind::Rewrite(cname) => match QueryName::from_text(cname) {
                 Some(target) => (
-                    CacheKey::new(KeyKind::SafeSearch, &q, Some(target.wire())),
+                    CacheKey::new(KeyKind::SafeSearch, q, Some(target.wire())),
                     Some(Box::new(target)),
                 ),
-                None => (CacheKey::new(KeyKind::Upstream, &q, None), None),
+                None => (CacheKey::new(KeyKind::Upstream, q, None), None),
             },
-            FlowKind::Forward => (CacheKey::new(KeyKind::Upstream, &q, None), None),
+            FlowKind::Forward => (CacheKey::new(KeyKind::Upstream, q, None), None),
         };
         let hit = self.forwarder.cached(&key, now_ms);
         let tunnel = hit.as_ref().is_none_or(|h| h.stale)
@@ -301,7 +304,7 @@ impl DnsFilter {
                 } else {
                     self.counters.inc(C::Cached);
                 }
-                let rcode = self.write_answer(out, packet, &q, &hit, transport);
+                let rcode = self.write_answer(out, packet, q, &hit, transport);
                 self.recorder
                     .record(&outcome(rcode, true, false, tunnel), &self.counters);
                 Step::Reply
@@ -317,7 +320,8 @@ impl DnsFilter {
                 rewrite,
                 stale,
                 verdict,
-                q,
+                // A miss: the one path that keeps the question past this call.
+                q: q.clone(),
             })),
         }
     }
