@@ -83,6 +83,8 @@ struct Recent {
     /// this size) would leave one allowed query unlogged, never a blocked one.
     /// The table is indexed by that hash itself: hashing it again (as a map
     /// keyed by it would) doubled the cost of a repeat, which is most queries.
+    /// With each, until when a repeat is not logged: comparing two instants
+    /// is cheaper than working out how long ago the last one was.
     seen: hashbrown::HashTable<(u64, Instant)>,
 }
 
@@ -92,17 +94,18 @@ impl Recent {
     fn is_repeat(&mut self, ip: IpAddr, name: &str, now: Instant, window: Duration) -> bool {
         use std::hash::BuildHasher;
         let key = foldhash::fast::FixedState::default().hash_one((ip, name));
-        if let Some((_, last)) = self.seen.find_mut(key, |&(k, _)| k == key) {
-            if now.duration_since(*last) < window {
+        if let Some((_, quiet_until)) = self.seen.find_mut(key, |&(k, _)| k == key) {
+            if now < *quiet_until {
                 return true;
             }
-            *last = now;
+            *quiet_until = now + window;
             return false;
         }
         if self.seen.len() >= RECENT_LIMIT {
             self.seen.clear();
         }
-        self.seen.insert_unique(key, (key, now), |&(k, _)| k);
+        self.seen
+            .insert_unique(key, (key, now + window), |&(k, _)| k);
         false
     }
 }

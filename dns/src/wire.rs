@@ -136,50 +136,93 @@ impl QueryName {
         self.labels == 0
     }
 
-    /// Appends one label (at most 63 bytes), lowercased; `false` when the name
-    /// would pass 255 bytes with its root label.
-    fn push_label(&mut self, label: &[u8]) -> bool {
-        if label.is_empty() || label.len() > 63 || self.wire.len() + label.len() + 2 > MAX_NAME_WIRE
-        {
-            return false;
+    /// Reads the uncompressed name that starts at `start` in `packet`, returning
+    /// it and the offset just past it; `None` for a truncated name, a label over
+    /// 63 bytes (which includes compression pointers) or a name over 255 bytes.
+    ///
+    /// The labels are first walked for their lengths only; then the whole name
+    /// is copied at once, lowercased in place, and the text made from the copy.
+    /// Per label and per byte this is several times cheaper than appending
+    /// label by label and byte by byte, and it is on every query's path.
+    fn read(packet: &[u8], start: usize) -> Option<(QueryName, usize)> {
+        let mut pos = start;
+        let mut labels = 0u8;
+        let mut longest_label = 0u8;
+        loop {
+            let len = *packet.get(pos)?;
+            if len == 0 {
+                break;
+            }
+            if len > 63 {
+                return None;
+            }
+            pos += 1 + usize::from(len);
+            // With its root label the name may be 255 bytes at most.
+            if pos + 1 - start > MAX_NAME_WIRE {
+                return None;
+            }
+            // At most 127 labels fit in 255 bytes.
+            labels += 1;
+            longest_label = longest_label.max(len);
         }
-        self.wire.push(label.len() as u8);
-        if !self.text.is_empty() {
-            self.text.push(b'.');
+        let end = pos + 1;
+        let mut name = QueryName::empty();
+        name.labels = labels;
+        name.longest_label = longest_label;
+        name.wire.try_extend_from_slice(&packet[start..end]).ok()?;
+        name.wire.make_ascii_lowercase();
+        if labels > 0 {
+            // The text is the wire form without its first length byte and the
+            // root, each byte masked, then a dot where each later label starts.
+            let wire_len = name.wire.len();
+            name.text
+                .try_extend_from_slice(&name.wire[1..wire_len - 1])
+                .ok()?;
+            for b in name.text.iter_mut() {
+                *b = HOST_TEXT[usize::from(*b)];
+            }
+            let mut dot = usize::from(name.wire[0]);
+            while dot < name.text.len() {
+                let next = usize::from(name.wire[dot + 1]);
+                name.text[dot] = b'.';
+                dot += 1 + next;
+            }
         }
-        for &b in label {
-            let b = b.to_ascii_lowercase();
-            self.wire.push(b);
-            // A wire name of 255 bytes is at most 253 characters of text.
-            let _ = self.text.try_push(match b {
-                b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => b,
-                _ => b'?',
-            });
-        }
-        self.labels += 1;
-        self.longest_label = self.longest_label.max(label.len() as u8);
-        true
-    }
-
-    fn finish(&mut self) {
-        self.wire.push(0);
+        Some((name, end))
     }
 
     /// Builds one from dotted text (test helpers, the SafeSearch targets).
     pub fn from_text(text: &str) -> Option<QueryName> {
-        let mut n = QueryName::empty();
         let text = text.strip_suffix('.').unwrap_or(text);
+        let mut wire = Vec::with_capacity(text.len() + 2);
         if !text.is_empty() {
             for label in text.split('.') {
-                if !n.push_label(label.as_bytes()) {
+                if label.is_empty() || label.len() > 63 {
                     return None;
                 }
+                wire.push(label.len() as u8);
+                wire.extend_from_slice(label.as_bytes());
             }
         }
-        n.finish();
-        Some(n)
+        wire.push(0);
+        QueryName::read(&wire, 0).map(|(name, _)| name)
     }
 }
+
+/// What each byte of a lowercased label stands for in a name's text: itself
+/// if it can be in a host name (letters, digits, `-` and `_`), else `?`.
+static HOST_TEXT: [u8; 256] = {
+    let mut table = [b'?'; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_' {
+            table[b] = c;
+        }
+        b += 1;
+    }
+    table
+};
 
 /// A parsed client query: the view the hot path works on.
 #[derive(Clone, Debug)]
@@ -268,26 +311,9 @@ pub fn parse_query(packet: &[u8]) -> Result<Question, Malformed> {
     if qdcount != 1 {
         return Err(formerr);
     }
-    let mut name = QueryName::empty();
-    let mut pos = HEADER_LEN;
-    loop {
-        let len = usize::from(*packet.get(pos).ok_or(formerr)?);
-        if len == 0 {
-            pos += 1;
-            break;
-        }
-        // Compression pointers and extended label types have no place in a
-        // question: the only name before it is none.
-        if len > 63 {
-            return Err(formerr);
-        }
-        let label = packet.get(pos + 1..pos + 1 + len).ok_or(formerr)?;
-        if !name.push_label(label) {
-            return Err(formerr);
-        }
-        pos += 1 + len;
-    }
-    name.finish();
+    // Compression pointers and extended label types have no place in a
+    // question (the only name before it is none): `read` refuses them.
+    let (name, pos) = QueryName::read(packet, HEADER_LEN).ok_or(formerr)?;
     let qtype = u16_at(packet, pos).ok_or(formerr)?;
     let qclass = u16_at(packet, pos + 2).ok_or(formerr)?;
     let question_end = pos + 4;
@@ -871,16 +897,18 @@ mod tests {
         use proptest::prelude::*;
         let labels =
             proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..=63), 0..8);
-        proptest!(|(labels in labels)| {
-            let mut name = QueryName::empty();
+        proptest!(|(labels in labels, offset in 0usize..4, tail in any::<u8>())| {
+            // The name at `offset` in a packet, followed by one more byte.
+            let mut packet = vec![0xff; offset];
             let mut wire = Vec::new();
             let mut text = String::new();
+            let mut fits = true;
             for l in &labels {
+                packet.push(l.len() as u8);
+                packet.extend_from_slice(l);
                 if wire.len() + l.len() + 2 > MAX_NAME_WIRE {
-                    prop_assert!(!name.push_label(l));
-                    break;
+                    fits = false;
                 }
-                prop_assert!(name.push_label(l));
                 wire.push(l.len() as u8);
                 wire.extend(l.iter().map(u8::to_ascii_lowercase));
                 if !text.is_empty() {
@@ -891,10 +919,25 @@ mod tests {
                     _ => '?',
                 }));
             }
-            name.finish();
+            packet.push(0);
             wire.push(0);
+            packet.push(tail);
+            let read = QueryName::read(&packet, offset);
+            if !fits {
+                prop_assert!(read.is_none());
+                return Ok(());
+            }
+            let (name, end) = read.expect("a name that fits is read");
+            prop_assert_eq!(end, packet.len() - 1);
             prop_assert_eq!(name.wire(), &wire[..]);
             prop_assert_eq!(name.text(), text.as_str());
+            prop_assert_eq!(usize::from(name.labels), labels.len());
+            let longest = labels.iter().map(Vec::len).max().unwrap_or(0);
+            prop_assert_eq!(usize::from(name.longest_label()), longest);
+            // Cut anywhere inside, it is refused.
+            for cut in offset..packet.len() - 1 {
+                prop_assert!(QueryName::read(&packet[..cut], offset).is_none());
+            }
         });
     }
 
