@@ -56,6 +56,8 @@ declare -A PORT=([schoolgate]=15391 [schoolgate-default]=15394 [schoolgate-nosto
 SERVERS=(schoolgate schoolgate-default schoolgate-nostore unbound dnsmasq)
 # DNSPERF_ONLY="schoolgate-default unbound" measures some of them;
 # SG_ENV="MALLOC_ARENA_MAX=2" (the default) is schoolgate's environment.
+# THREAD_SPLIT=1 also logs each run's CPU per query by thread name, user and
+# system apart (where a server's time goes: UDP loops, event threads, writer).
 [ -n "${DNSPERF_ONLY:-}" ] && read -ra SERVERS <<< "$DNSPERF_ONLY"
 SG_ENV=${SG_ENV-MALLOC_ARENA_MAX=2}
 wanted() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
@@ -162,6 +164,13 @@ PY
 # Helpers.
 # ---------------------------------------------------------------------------
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# One line per thread: tid name utime stime (the name's spaces made `_`).
+thread_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s %s\n' "${t##*/}" "$(tr ' ' _ < "$t/comm")" "$(awk '{print $14, $15}' "$t/stat")"
+    done 2>/dev/null | sort
+}
 rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 hwm_mb() { awk '/^VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 # Waits (at most 60 s) until a server uses under 5% of a core: the fixed-rate
@@ -207,6 +216,8 @@ measure() {
     local pid=${PID[$name]} port=${PORT[$name]:-$PORT_NSD} vlog="$WORK/dnsperf.log"
     local before after queries qps lost lat cpu_us settled=""
     if [ "$workload" = 10k ]; then settled=" (settled after $(settle "$pid") s)"; fi
+    local threads_before=""
+    [ -n "${THREAD_SPLIT:-}" ] && threads_before=$(thread_ticks "$pid")
     before=$(cpu_ticks "$pid")
     timeout $((SECONDS_PER_RUN + 60)) dnsperf -s 127.0.0.1 -p "$port" -d "$file" -l "$SECONDS_PER_RUN" -t 2 -v "$@" > "$vlog" 2>&1 || true
     after=$(cpu_ticks "$pid")
@@ -229,6 +240,13 @@ measure() {
         'BEGIN { if (q > 0) printf "%.1f", t / hz * 1e6 / q; else print "-" }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$workload" "$round" "${qps:-0}" "${lat% *}" "${lat#* }" "$cpu_us" "${lost:-?}" >> "$RAW"
     log "$name $workload r$round: ${qps:-0} q/s, p50/p99 ${lat} ms, ${cpu_us} µs CPU/query, lost ${lost:-?}$settled"
+    if [ -n "$threads_before" ] && [ "${queries:-0}" -gt 0 ]; then
+        # Threads of one name (the UDP loops, tokio's workers) are added up.
+        join <(echo "$threads_before") <(thread_ticks "$pid") | awk -v q="$queries" -v hz="$CLK_TCK" '
+            { u[$2] += $6 - $3; s[$2] += $7 - $4 }
+            END { for (k in u) if (u[k] + s[k] > 0)
+                printf "    %-16s user %5.2f  sys %5.2f µs/query\n", k, u[k] / hz * 1e6 / q, s[k] / hz * 1e6 / q }' | sort >&2
+    fi
     rm -f "$vlog"
 }
 
