@@ -1037,4 +1037,99 @@ mod tests {
         assert!(back.edns.is_none());
         assert_eq!(back.answers.len(), 2);
     }
+
+    /// A response with compressed names in the answers (CNAME, MX, SOA) and an
+    /// OPT record: the richest message the readers below are given.
+    fn rich_response() -> Vec<u8> {
+        use hickory_proto::rr::rdata::{CNAME, MX, SOA};
+        use hickory_proto::rr::{RData, Record};
+        let mut m = Message::from_vec(&query("www.example.com.", RecordType::A, true)).expect("q");
+        m.metadata.message_type = hickory_proto::op::MessageType::Response;
+        let www = Name::from_ascii("www.example.com.").expect("name");
+        let target = Name::from_ascii("cdn.example.com.").expect("name");
+        let apex = Name::from_ascii("example.com.").expect("name");
+        m.add_answer(Record::from_rdata(
+            www,
+            60,
+            RData::CNAME(CNAME(target.clone())),
+        ));
+        m.add_answer(Record::from_rdata(
+            target.clone(),
+            30,
+            RData::A(Ipv4Addr::new(192, 0, 2, 7).into()),
+        ));
+        m.add_answer(Record::from_rdata(
+            apex.clone(),
+            90,
+            RData::MX(MX::new(10, target)),
+        ));
+        m.add_authority(Record::from_rdata(
+            apex.clone(),
+            300,
+            RData::SOA(SOA::new(apex.clone(), apex, 1, 2, 3, 4, 5)),
+        ));
+        m.to_vec().expect("encode")
+    }
+
+    /// Every reader of untrusted bytes (a client's query, an upstream's answer)
+    /// on any input: arbitrary bytes, and real messages with bytes changed or
+    /// cut short. None may panic, and what they accept must be consistent.
+    #[test]
+    fn no_bytes_make_the_readers_panic() {
+        use proptest::prelude::*;
+        let seeds = [
+            query("www.example.com.", RecordType::A, true),
+            query("a.b.", RecordType::AAAA, false),
+            rich_response(),
+        ];
+        let input = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..600),
+            (
+                0..seeds.len(),
+                proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                proptest::option::of(any::<usize>())
+            )
+                .prop_map(move |(seed, changes, cut)| {
+                    let mut bytes = seeds[seed].clone();
+                    for (at, b) in changes {
+                        let at = at % bytes.len();
+                        bytes[at] = b;
+                    }
+                    if let Some(cut) = cut {
+                        bytes.truncate(cut % (bytes.len() + 1));
+                    }
+                    bytes
+                }),
+        ];
+        proptest!(ProptestConfig::with_cases(4096), |(bytes in input)| {
+            if let Ok(q) = parse_query(&bytes) {
+                prop_assert!(q.question_end <= bytes.len());
+                prop_assert!(q.name.wire().len() <= MAX_NAME_WIRE);
+                prop_assert_eq!(q.name.wire().last(), Some(&0));
+                prop_assert!(q.name.text().len() <= MAX_NAME_TEXT);
+                let mut out = Vec::new();
+                begin_answer(&mut out, &bytes, &q, RCODE_NOERROR);
+                push_opt(&mut out, q.edns.is_some_and(|e| e.dnssec_ok), 0, Some((EDE_BLOCKED, "x")));
+                prop_assert!(Message::from_vec(&out).is_ok(), "our answer must parse");
+            }
+            let _ = packet_id(&bytes);
+            let _ = (rcode_of(&bytes), is_truncated(&bytes), is_response(&bytes));
+            let _ = same_question(&bytes, b"\x03www\x07example\x03com\x00", 1, 1);
+            for at in [HEADER_LEN, bytes.len() / 2, bytes.len()] {
+                if let Some(end) = skip_name(&bytes, at) {
+                    prop_assert!(end <= bytes.len());
+                }
+                let mut name = Vec::new();
+                if expand_name(&bytes, at, &mut name).is_some() {
+                    prop_assert!(name.len() <= MAX_NAME_WIRE);
+                }
+            }
+            if let Some(scanned) = scan_response(&bytes) {
+                prop_assert!(scanned.question_end <= bytes.len());
+                prop_assert!(scanned.keep_len <= bytes.len());
+                let mut out = bytes[..scanned.question_end].to_vec();
+                let _ = copy_answers_expanded(&bytes, scanned.question_end, 60, &mut out);
+            }
+        });
+    }
 }
