@@ -11,6 +11,9 @@
 #                       device (allowed_repeat_secs = 60; blocked ones always)
 #   schoolgate-nostore  as default, but the pipeline's store drops the batches and
 #                       its journal is off: the DNS path's own cost
+#   schoolgate-nojournal, schoolgate-discard (only when DNSPERF_ONLY names them):
+#                       as default with only the journal off, or only the store
+#                       dropping the batches: how the logging cost divides
 #   unbound             local-zone always_nxdomain for each blocked name
 #   dnsmasq             address=/name/ (NXDOMAIN) for each blocked name
 # schoolgate runs with MALLOC_ARENA_MAX=2 (set it in the service unit too):
@@ -52,7 +55,7 @@ DATA="${SCHOOLGATE_DATA:-$ROOT/../shared/data}"
 TOTAL_NAMES=1000000
 HIT_NAMES=1000
 PORT_NSD=15390
-declare -A PORT=([schoolgate]=15391 [schoolgate-default]=15394 [schoolgate-nostore]=15395 [unbound]=15392 [dnsmasq]=15393)
+declare -A PORT=([schoolgate]=15391 [schoolgate-default]=15394 [schoolgate-nostore]=15395 [schoolgate-nojournal]=15396 [schoolgate-discard]=15397 [unbound]=15392 [dnsmasq]=15393)
 SERVERS=(schoolgate schoolgate-default schoolgate-nostore unbound dnsmasq)
 # DNSPERF_ONLY="schoolgate-default unbound" measures some of them;
 # SG_ENV="MALLOC_ARENA_MAX=2" (the default) is schoolgate's environment.
@@ -310,7 +313,7 @@ dead_letter = "$3/dead-letter.jsonl"
 EOF
 }
 
-for name in schoolgate schoolgate-default schoolgate-nostore; do
+for name in schoolgate schoolgate-default schoolgate-nostore schoolgate-nojournal schoolgate-discard; do
     wanted "$name" || continue
     dir="$WORK/$name"
     mkdir -p "$dir"
@@ -318,6 +321,8 @@ for name in schoolgate schoolgate-default schoolgate-nostore; do
     extra=()
     [ "$name" = schoolgate ] && repeat=0
     [ "$name" = schoolgate-nostore ] && extra=(--discard-events --no-journal)
+    [ "$name" = schoolgate-nojournal ] && extra=(--no-journal)
+    [ "$name" = schoolgate-discard ] && extra=(--discard-events)
     sg_config "${PORT[$name]}" "$repeat" "$dir" > "$dir/schoolgate.toml"
     # shellcheck disable=SC2086 # SG_ENV is a list of NAME=value words
     start "$name" env $SG_ENV "$SG_BIN" "$dir/schoolgate.toml" "${extra[@]}" --ut1-dir "$DATA/lists/ut1" \
