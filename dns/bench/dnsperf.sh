@@ -319,10 +319,12 @@ for name in schoolgate schoolgate-default schoolgate-nostore schoolgate-nojourna
     mkdir -p "$dir"
     repeat=60
     extra=()
-    [ "$name" = schoolgate ] && repeat=0
-    [ "$name" = schoolgate-nostore ] && extra=(--discard-events --no-journal)
-    [ "$name" = schoolgate-nojournal ] && extra=(--no-journal)
-    [ "$name" = schoolgate-discard ] && extra=(--discard-events)
+    case "$name" in
+        schoolgate) repeat=0 ;;
+        schoolgate-nostore) extra=(--discard-events --no-journal) ;;
+        schoolgate-nojournal) extra=(--no-journal) ;;
+        schoolgate-discard) extra=(--discard-events) ;;
+    esac
     sg_config "${PORT[$name]}" "$repeat" "$dir" > "$dir/schoolgate.toml"
     # shellcheck disable=SC2086 # SG_ENV is a list of NAME=value words
     start "$name" env $SG_ENV "$SG_BIN" "$dir/schoolgate.toml" "${extra[@]}" --ut1-dir "$DATA/lists/ut1" \
