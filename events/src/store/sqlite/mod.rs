@@ -29,7 +29,7 @@
 //!   period agree with the raw events (and with the ClickHouse store). Deletes run
 //!   in small transactions so the writer is never held for long.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::Write;
 use std::net::IpAddr;
@@ -43,9 +43,11 @@ use schoolgate_classifier::config::store::Retention;
 use schoolgate_classifier::{Action, Category, CategorySet, Severity};
 use ulid::Ulid;
 
+mod blocks;
+
 pub use super::writer_cpu::WRITER_NICE;
 use super::writer_cpu::{CpuPolicy, WriterCpu};
-use super::{EXPORT_PAGE, EventStore, ExportCursor, StoreError, audit, csv};
+use super::{EventStore, StoreError, audit, csv};
 use crate::event::{AccessEvent, Batch, RetentionClass, Source, bypass_mask};
 use crate::query::{
     BypassAttempts, Count, EventSearch, ExportFilter, FlaggedQuery, GroupBy, HostCount, Period,
@@ -54,6 +56,8 @@ use crate::query::{
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 86_400_000;
+/// An export reads this much of its period at a time (memory: one slice's events).
+const EXPORT_SLICE_MS: i64 = 600_000;
 /// Rows deleted per purge transaction.
 const PURGE_CHUNK: usize = 10_000;
 /// Idle read connections kept open.
@@ -215,6 +219,7 @@ impl SqliteStore {
         let had_events = table_exists(&conn, "events")?;
         let had_seen = table_exists(&conn, "rollup_seen")?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
+        conn.execute_batch(blocks::SCHEMA).map_err(classify)?;
         if had_events && !had_seen {
             backfill_seen(&conn)?;
         }
@@ -371,6 +376,31 @@ impl SqliteStore {
                 add(key, as_u64(events), as_u64(blocked), as_u64(flagged));
             }
         }
+        let mut tally = |school: String,
+                         role: String,
+                         action: Option<Action>,
+                         categories: CategorySet,
+                         day: i64,
+                         n: u64,
+                         flagged: u64| {
+            let blocked = if action == Some(Action::Block) { n } else { 0 };
+            match group_by {
+                GroupBy::Category => {
+                    for c in categories.iter() {
+                        add(c.name().to_owned(), n, blocked, flagged);
+                    }
+                }
+                GroupBy::Action => add(
+                    action.map(|a| a.name().to_owned()).unwrap_or_default(),
+                    n,
+                    blocked,
+                    flagged,
+                ),
+                GroupBy::Role => add(role, n, blocked, flagged),
+                GroupBy::School => add(school, n, blocked, flagged),
+                GroupBy::Day => add(day_key(day), n, blocked, flagged),
+            }
+        };
         let sql = format!(
             "SELECT school, role, action, categories, time_ms / {DAY_MS}, COUNT(*), \
              SUM(CASE WHEN {FLAGGED} THEN 1 ELSE 0 END) FROM events \
@@ -398,25 +428,24 @@ impl SqliteStore {
             for row in rows {
                 let (school, role, action, categories, day, n, flagged) = row.map_err(classify)?;
                 let action = u8::try_from(action).ok().and_then(Action::from_u8);
-                let blocked = if action == Some(Action::Block) { n } else { 0 };
-                let (n, blocked, flagged) = (as_u64(n), as_u64(blocked), as_u64(flagged));
-                match group_by {
-                    GroupBy::Category => {
-                        for c in CategorySet::from_bits(categories as u64).iter() {
-                            add(c.name().to_owned(), n, blocked, flagged);
-                        }
-                    }
-                    GroupBy::Action => add(
-                        action.map(|a| a.name().to_owned()).unwrap_or_default(),
-                        n,
-                        blocked,
-                        flagged,
-                    ),
-                    GroupBy::Role => add(role, n, blocked, flagged),
-                    GroupBy::School => add(school, n, blocked, flagged),
-                    GroupBy::Day => add(day_key(day), n, blocked, flagged),
-                }
+                let categories = CategorySet::from_bits(categories as u64);
+                tally(
+                    school,
+                    role,
+                    action,
+                    categories,
+                    day,
+                    as_u64(n),
+                    as_u64(flagged),
+                );
             }
+            blocks::scan(conn, (lo, hi), None, |e| {
+                if school.is_none_or(|s| e.school == s) {
+                    let day = e.time_ms().div_euclid(DAY_MS);
+                    tally(e.school, e.role, Some(e.action), e.categories, day, 1, 0);
+                }
+                true
+            })?;
         }
         Ok(sort_counts(acc.into_values().collect()))
     }
@@ -432,8 +461,8 @@ impl EventStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let events = batch.events.clone();
-        self.write(move |w| insert_blocking(&mut w.conn, &events, &mut w.recorded))
+        let (events, maybe_stored) = (batch.events.clone(), batch.maybe_stored);
+        self.write(move |w| insert_blocking(&mut w.conn, &events, maybe_stored, &mut w.recorded))
             .await
     }
 
@@ -484,9 +513,9 @@ impl EventStore for SqliteStore {
         audit(purpose, "search", &format_args!("{q:?}"))?;
         let q = q.clone();
         self.read(move |conn| {
-            // Newest first along `events_time_host`, stopping at the limit; the
-            // host and category tests need only the index, so only matches are
-            // read from the table.
+            // Flagged events (and a database's events from before blocks)
+            // newest first along `events_time_host`, stopping at the limit; the
+            // host and category tests need only the index.
             let sql = format!(
                 "SELECT {COLUMNS} FROM events WHERE time_ms >= ?1 AND time_ms < ?2 \
                  AND (?3 IS NULL OR instr(host, ?3) > 0) \
@@ -495,21 +524,44 @@ impl EventStore for SqliteStore {
                  ORDER BY time_ms DESC, id DESC LIMIT ?6"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
-            let bits = q.category.map(|c| CategorySet::of(c).bits() as i64);
+            let bits = q.category.map(|c| CategorySet::of(c).bits());
             let rows = stmt
                 .query_map(
                     params![
                         q.period.start_ms(),
                         q.period.end_ms(),
                         q.host,
-                        bits,
+                        bits.map(|b| b as i64),
                         q.school,
                         i64::try_from(q.limit).unwrap_or(i64::MAX)
                     ],
                     decode,
                 )
                 .map_err(classify)?;
-            collect_events(rows)
+            let mut found = collect_events(rows)?;
+            // The blocks an hour at a time, newest first, until the hours read
+            // hold the limit: older hours cannot displace any of it.
+            let matches = |e: &AccessEvent| {
+                q.host.as_deref().is_none_or(|h| e.host.contains(h))
+                    && bits.is_none_or(|b| e.categories.bits() & b != 0)
+                    && q.school.as_deref().is_none_or(|s| e.school == s)
+            };
+            let mut plain = Vec::new();
+            for slice in hours(q.period.start_ms(), q.period.end_ms()).rev() {
+                if plain.len() >= q.limit {
+                    break;
+                }
+                blocks::scan(conn, slice, None, |e| {
+                    if matches(&e) {
+                        plain.push(e);
+                    }
+                    true
+                })?;
+            }
+            found.extend(plain);
+            found.sort_unstable_by_key(|e| std::cmp::Reverse((e.time_ms(), e.id)));
+            found.truncate(q.limit);
+            Ok(found)
         })
         .await
     }
@@ -528,13 +580,21 @@ impl EventStore for SqliteStore {
             let (column, value) = subject_sql(&subject);
             let sql = format!(
                 "SELECT {COLUMNS} FROM events WHERE {column} = ?1 AND time_ms >= ?2 \
-                 AND time_ms <= ?3 ORDER BY time_ms, id"
+                 AND time_ms <= ?3"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
             let rows = stmt
                 .query_map(params![value, lo, hi], decode)
                 .map_err(classify)?;
-            collect_events(rows)
+            let mut found = collect_events(rows)?;
+            blocks::scan(conn, (lo, hi.saturating_add(1)), None, |e| {
+                if is_subject(&e, &subject) {
+                    found.push(e);
+                }
+                true
+            })?;
+            found.sort_unstable_by_key(|e| (e.time_ms(), e.id));
+            Ok(found)
         })
         .await
     }
@@ -547,7 +607,19 @@ impl EventStore for SqliteStore {
             let rows = stmt
                 .query_map(params![id.to_string()], decode)
                 .map_err(classify)?;
-            Ok(collect_events(rows)?.into_iter().next())
+            if let Some(row) = collect_events(rows)?.into_iter().next() {
+                return Ok(Some(row));
+            }
+            // An id carries its event's millisecond.
+            let at = i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX);
+            let mut found = None;
+            blocks::scan(conn, (at, at.saturating_add(1)), None, |e| {
+                if e.id == id {
+                    found = Some(e);
+                }
+                found.is_none()
+            })?;
+            Ok(found)
         })
         .await
     }
@@ -575,28 +647,37 @@ impl EventStore for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT host, COUNT(*) AS c FROM events WHERE action = 3 \
-                     AND time_ms >= ?1 AND time_ms < ?2 AND (?4 IS NULL OR school = ?4) \
-                     GROUP BY host ORDER BY c DESC, host ASC LIMIT ?3",
+                    "SELECT host, COUNT(*) FROM events WHERE action = 3 \
+                     AND time_ms >= ?1 AND time_ms < ?2 AND (?3 IS NULL OR school = ?3) \
+                     GROUP BY host",
                 )
                 .map_err(classify)?;
             let rows = stmt
-                .query_map(
-                    params![
-                        period.start_ms(),
-                        period.end_ms(),
-                        i64::try_from(n).unwrap_or(i64::MAX),
-                        school
-                    ],
-                    |r| {
-                        Ok(HostCount {
-                            host: r.get(0)?,
-                            blocked: as_u64(r.get(1)?),
-                        })
-                    },
-                )
+                .query_map(params![period.start_ms(), period.end_ms(), school], |r| {
+                    Ok((r.get::<_, String>(0)?, as_u64(r.get(1)?)))
+                })
                 .map_err(classify)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(classify)
+            let mut hosts: HashMap<String, u64> = HashMap::new();
+            for row in rows {
+                let (host, n) = row.map_err(classify)?;
+                *hosts.entry(host).or_default() += n;
+            }
+            let span = (period.start_ms(), period.end_ms());
+            blocks::scan(conn, span, Some(RetentionClass::Blocked), |e| {
+                if e.action == Action::Block && school.as_deref().is_none_or(|s| e.school == s) {
+                    *hosts.entry(e.host).or_default() += 1;
+                }
+                true
+            })?;
+            let mut top: Vec<HostCount> = hosts
+                .into_iter()
+                .map(|(host, blocked)| HostCount { host, blocked })
+                .collect();
+            top.sort_unstable_by(|a, b| {
+                b.blocked.cmp(&a.blocked).then_with(|| a.host.cmp(&b.host))
+            });
+            top.truncate(n);
+            Ok(top)
         })
         .await
     }
@@ -637,6 +718,15 @@ impl EventStore for SqliteStore {
                     attempts += raw
                         .query_row(params![lo, hi, bits, school], |r| r.get::<_, i64>(0))
                         .map_err(classify)?;
+                    blocks::scan(conn, (lo, hi), Some(RetentionClass::Blocked), |e| {
+                        if e.is_bypass_attempt()
+                            && e.categories.contains(category)
+                            && school.is_none_or(|s| e.school == s)
+                        {
+                            attempts += 1;
+                        }
+                        true
+                    })?;
                 }
                 if attempts > 0 {
                     out.push(BypassAttempts {
@@ -671,22 +761,30 @@ impl EventStore for SqliteStore {
             &format_args!("{period:?} {filter:?}"),
         )?;
         csv::write_header(out).map_err(StoreError::Export)?;
-        let mut cursor: ExportCursor = None;
+        let (mut lo, to) = (period.start_ms(), period.end_ms());
         let mut written = 0u64;
-        loop {
-            let (period, filter, after) = (*period, filter.clone(), cursor.clone());
-            let page = self
-                .read(move |conn| export_page(conn, period, &filter, after))
+        while lo < to {
+            let hi = ((lo.div_euclid(EXPORT_SLICE_MS) + 1) * EXPORT_SLICE_MS).min(to);
+            let filter = filter.clone();
+            let (slice, next) = self
+                .read(move |conn| {
+                    let slice = export_slice(conn, (lo, hi), &filter)?;
+                    // After an empty slice, go straight to the next stored event.
+                    let next = if slice.is_empty() {
+                        next_event_ms(conn, hi)?
+                    } else {
+                        Some(hi)
+                    };
+                    Ok((slice, next))
+                })
                 .await?;
-            for e in &page {
+            for e in &slice {
                 csv::write_event(out, e).map_err(StoreError::Export)?;
             }
-            written += page.len() as u64;
-            match page.last() {
-                Some(last) if page.len() == EXPORT_PAGE => {
-                    cursor = Some((last.time_ms(), last.id.to_string()));
-                }
-                _ => break,
+            written += slice.len() as u64;
+            match next {
+                Some(next) => lo = next.max(hi),
+                None => break,
             }
         }
         out.flush().map_err(StoreError::Export)?;
@@ -738,6 +836,7 @@ impl EventStore for SqliteStore {
                         break;
                     }
                 }
+                report.events += blocks::purge(conn, cutoff_hour, class)?;
                 for table in ["rollup_hourly", "rollup_seen"] {
                     conn.execute(
                         &format!("DELETE FROM {table} WHERE hour < ?1 AND class = ?2"),
@@ -862,34 +961,64 @@ fn distinct_seen(
     kind: i64,
     bypass_bits: Option<i64>,
 ) -> Result<u64, StoreError> {
-    let column = seen_column(kind);
-    let raw = |n: u8| {
-        format!(
-            "SELECT {column} FROM events WHERE time_ms >= ?{a} AND time_ms < ?{b} \
-             AND {column} IS NOT NULL AND (?3 IS NULL OR school = ?3) \
-             AND (?4 IS NULL OR (action IN (1, 3) AND (categories & ?4) != 0))",
-            a = n,
-            b = n + 1
+    let mut seen: HashSet<String> = HashSet::new();
+    let ((h0, h1), edges) = split_hours(period);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT DISTINCT who FROM rollup_seen WHERE hour >= ?1 AND hour < ?2 AND kind = ?5 \
+             AND (?3 IS NULL OR school = ?3) AND (?4 IS NULL OR (bypass & ?4) != 0)",
         )
-    };
-    let sql = format!(
-        "SELECT COUNT(DISTINCT who) FROM (\
-         SELECT who FROM rollup_seen WHERE hour >= ?1 AND hour < ?2 AND kind = ?5 \
-         AND (?3 IS NULL OR school = ?3) AND (?4 IS NULL OR (bypass & ?4) != 0) \
-         UNION ALL {} UNION ALL {})",
-        raw(6),
-        raw(8)
-    );
-    let ((h0, h1), [(a0, a1), (b0, b1)]) = split_hours(period);
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_row(
-                params![h0, h1, school, bypass_bits, kind, a0, a1, b0, b1],
-                |r| r.get::<_, i64>(0),
-            )
+        .map_err(classify)?;
+    let rows = stmt
+        .query_map(params![h0, h1, school, bypass_bits, kind], |r| {
+            r.get::<_, String>(0)
         })
-        .map(as_u64)
-        .map_err(classify)
+        .map_err(classify)?;
+    for who in rows {
+        seen.insert(who.map_err(classify)?);
+    }
+    let column = seen_column(kind);
+    let mut raw = conn
+        .prepare_cached(&format!(
+            "SELECT DISTINCT {column} FROM events WHERE time_ms >= ?1 AND time_ms < ?2 \
+             AND {column} IS NOT NULL AND (?3 IS NULL OR school = ?3) \
+             AND (?4 IS NULL OR (action IN (1, 3) AND (categories & ?4) != 0))"
+        ))
+        .map_err(classify)?;
+    // Only blocked blocks can hold a bypass attempt.
+    let class = bypass_bits.map(|_| RetentionClass::Blocked);
+    let mut client = String::new();
+    for (lo, hi) in edges {
+        if hi <= lo {
+            continue;
+        }
+        let rows = raw
+            .query_map(params![lo, hi, school, bypass_bits], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(classify)?;
+        for who in rows {
+            seen.insert(who.map_err(classify)?);
+        }
+        blocks::scan(conn, (lo, hi), class, |e| {
+            let tried = bypass_bits.is_none_or(|bits| {
+                matches!(e.action, Action::Flag | Action::Block)
+                    && (e.categories.bits() as i64) & bits != 0
+            });
+            if tried && school.is_none_or(|s| e.school == s) {
+                if kind == SEEN_USER {
+                    if let Some(user) = non_empty(&e.user) {
+                        seen.insert(user.to_owned());
+                    }
+                } else {
+                    write_ip(&mut client, e.client_ip);
+                    seen.insert(client.clone());
+                }
+            }
+            true
+        })?;
+    }
+    Ok(seen.len() as u64)
 }
 
 fn table_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
@@ -925,6 +1054,47 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
         )
         .map_err(classify)?;
     }
+    // And from the blocks (a database that lost the table after it had them).
+    let span: (Option<i64>, Option<i64>) = conn
+        .query_row("SELECT MIN(hour), MAX(hour) FROM event_blocks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .map_err(classify)?;
+    let (Some(first), Some(last)) = span else {
+        return Ok(());
+    };
+    let mask = bypass_mask();
+    let mut seen: BTreeMap<(i64, String, u8, i64, String), i64> = BTreeMap::new();
+    let mut client = String::new();
+    blocks::scan(conn, (first * HOUR_MS, (last + 1) * HOUR_MS), None, |e| {
+        let tried = if matches!(e.action, Action::Flag | Action::Block) {
+            (e.categories.bits() & mask) as i64
+        } else {
+            0
+        };
+        let (hour, class) = (e.time_ms().div_euclid(HOUR_MS), e.retention_class().id());
+        if let Some(user) = non_empty(&e.user) {
+            *seen
+                .entry((hour, e.school.clone(), class, SEEN_USER, user.to_owned()))
+                .or_default() |= tried;
+        }
+        write_ip(&mut client, e.client_ip);
+        *seen
+            .entry((hour, e.school, class, SEEN_CLIENT, client.clone()))
+            .or_default() |= tried;
+        true
+    })?;
+    let mut up = conn
+        .prepare(
+            "INSERT INTO rollup_seen (hour, school, class, kind, who, bypass) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hour, school, class, kind, who) \
+             DO UPDATE SET bypass = bypass | excluded.bypass",
+        )
+        .map_err(classify)?;
+    for ((hour, school, class, kind, who), bypass) in seen {
+        up.execute(params![hour, school, class, kind, who, bypass])
+            .map_err(classify)?;
+    }
     Ok(())
 }
 
@@ -955,32 +1125,29 @@ fn insert_events_sql(rows: usize) -> String {
 fn insert_blocking(
     conn: &mut Connection,
     events: &[AccessEvent],
+    maybe_stored: bool,
     recorded: &mut SeenRecorded,
 ) -> Result<(), StoreError> {
-    // The common case: every event is new, and is inserted `ROWS_PER_INSERT`
-    // at a time. A multi-row insert does not say which rows it ignored, so a
-    // batch with an id already stored (a replay) is rolled back and done again
-    // row by row, to count only the rows really inserted.
     let tx = conn.transaction().map_err(classify)?;
-    if insert_all_new(&tx, events)? {
-        let mut rollups = Rollups::new();
-        for e in events {
-            rollups.add(e);
-        }
-        let upserted = rollups.write(&tx, recorded)?;
-        tx.commit().map_err(classify)?;
-        recorded.add(upserted);
-        return Ok(());
-    }
-    tx.rollback().map_err(classify)?;
-
-    let tx = conn.transaction().map_err(classify)?;
+    let fresh = if maybe_stored {
+        not_stored(&tx, events)?
+    } else {
+        events.iter().collect()
+    };
+    let (flagged, mut plain): (Vec<&AccessEvent>, Vec<&AccessEvent>) =
+        fresh.into_iter().partition(|e| e.is_flagged());
     let mut rollups = Rollups::new();
+    blocks::insert(&tx, &mut plain)?;
+    for e in plain {
+        rollups.add(e);
+    }
+    // Flagged events, about one in a hundred, are rows; `INSERT OR IGNORE`
+    // also keeps out a repeat in a batch not marked as one.
     {
         let mut one = tx.prepare_cached(&insert_events_sql(1)).map_err(classify)?;
         let mut id = [0u8; ulid::ULID_LEN];
         let mut client = String::with_capacity(48);
-        for e in events {
+        for e in flagged {
             bind_event(&mut one, 1, e, &mut id, &mut client).map_err(classify)?;
             if one.raw_execute().map_err(classify)? == 1 {
                 rollups.add(e);
@@ -991,6 +1158,28 @@ fn insert_blocking(
     tx.commit().map_err(classify)?;
     recorded.add(upserted);
     Ok(())
+}
+
+/// The events of a batch that may be partly stored that are not, each once
+/// (a replay can hold an event twice: the journal's copy and the spool's).
+fn not_stored<'e>(
+    conn: &Connection,
+    events: &'e [AccessEvent],
+) -> Result<Vec<&'e AccessEvent>, StoreError> {
+    let Some(lo) = events.iter().map(AccessEvent::time_ms).min() else {
+        return Ok(Vec::new());
+    };
+    let hi = events.iter().map(AccessEvent::time_ms).max().unwrap_or(lo);
+    let mut stored = blocks::ids(conn, (lo, hi))?;
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM events WHERE time_ms >= ?1 AND time_ms <= ?2")
+        .map_err(classify)?;
+    let mut rows = stmt.query(params![lo, hi]).map_err(classify)?;
+    while let Some(row) = rows.next().map_err(classify)? {
+        let id: String = row.get(0).map_err(classify)?;
+        stored.insert(Ulid::from_string(&id).map_err(|_| classify(bad_row("id", &id)))?);
+    }
+    Ok(events.iter().filter(|e| stored.insert(e.id)).collect())
 }
 
 /// Rows `SeenRecorded` holds at most; past this it starts again empty.
@@ -1036,38 +1225,6 @@ fn seen_key(out: &mut Vec<u8>, (hour, school, class, who): SeenKey<'_>, client: 
     out.extend_from_slice(&(school.len() as u64).to_le_bytes());
     out.extend_from_slice(school.as_bytes());
     out.extend_from_slice(who.as_bytes());
-}
-
-/// Inserts `events`, `ROWS_PER_INSERT` a statement, and says whether every one
-/// was inserted; stops at the first statement that ignored a row.
-fn insert_all_new(
-    tx: &rusqlite::Transaction<'_>,
-    events: &[AccessEvent],
-) -> Result<bool, StoreError> {
-    let mut many = tx
-        .prepare_cached(&insert_events_sql(ROWS_PER_INSERT))
-        .map_err(classify)?;
-    let mut one = tx.prepare_cached(&insert_events_sql(1)).map_err(classify)?;
-    // Written into for each event instead of two new strings each.
-    let mut id = [0u8; ulid::ULID_LEN];
-    let mut client = String::with_capacity(48);
-    let mut chunks = events.chunks_exact(ROWS_PER_INSERT);
-    for chunk in &mut chunks {
-        for (i, e) in chunk.iter().enumerate() {
-            bind_event(&mut many, 1 + i * EVENT_PARAMS, e, &mut id, &mut client)
-                .map_err(classify)?;
-        }
-        if many.raw_execute().map_err(classify)? != chunk.len() {
-            return Ok(false);
-        }
-    }
-    for e in chunks.remainder() {
-        bind_event(&mut one, 1, e, &mut id, &mut client).map_err(classify)?;
-        if one.raw_execute().map_err(classify)? != 1 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// A `rollup_hourly` key: (hour, school, role, action, class, category).
@@ -1271,11 +1428,11 @@ fn non_empty(name: &Option<String>) -> Option<&str> {
     name.as_deref().filter(|n| !n.is_empty())
 }
 
-fn export_page(
+/// The events of `[lo, hi)` that `filter` lets through, oldest first.
+fn export_slice(
     conn: &Connection,
-    period: Period,
+    (lo, hi): (i64, i64),
     filter: &ExportFilter,
-    after: ExportCursor,
 ) -> Result<Vec<AccessEvent>, StoreError> {
     let (subject_column, subject_value) = match &filter.subject {
         Some(s) => {
@@ -1284,35 +1441,72 @@ fn export_page(
         }
         None => ("user", None),
     };
-    let (after_time, after_id) = match after {
-        Some((t, id)) => (Some(t), Some(id)),
-        None => (None, None),
-    };
     let sql = format!(
         "SELECT {COLUMNS} FROM events WHERE time_ms >= ?1 AND time_ms < ?2 \
          AND (?3 IS NULL OR school = ?3) AND (?4 IS NULL OR {subject_column} = ?4) \
-         AND (?5 IS NULL OR action = ?5) AND (?6 = 0 OR {FLAGGED}) \
-         AND (?7 IS NULL OR time_ms > ?7 OR (time_ms = ?7 AND id > ?8)) \
-         ORDER BY time_ms, id LIMIT ?9"
+         AND (?5 IS NULL OR action = ?5) AND (?6 = 0 OR {FLAGGED})"
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(classify)?;
     let rows = stmt
         .query_map(
             params![
-                period.start_ms(),
-                period.end_ms(),
+                lo,
+                hi,
                 filter.school,
                 subject_value,
                 filter.action.map(|a| a as u8),
                 filter.flagged_only,
-                after_time,
-                after_id,
-                EXPORT_PAGE as i64
             ],
             decode,
         )
         .map_err(classify)?;
-    collect_events(rows)
+    let mut found = collect_events(rows)?;
+    // Blocks hold no flagged event.
+    if !filter.flagged_only {
+        blocks::scan(conn, (lo, hi), None, |e| {
+            if filter.school.as_deref().is_none_or(|s| e.school == s)
+                && filter.subject.as_ref().is_none_or(|s| is_subject(&e, s))
+                && filter.action.is_none_or(|a| e.action == a)
+            {
+                found.push(e);
+            }
+            true
+        })?;
+    }
+    found.sort_unstable_by_key(|e| (e.time_ms(), e.id));
+    Ok(found)
+}
+
+/// The earliest time at or after `from` that may hold an event: the start of
+/// the first hour with a block, or the first row's time.
+fn next_event_ms(conn: &Connection, from: i64) -> Result<Option<i64>, StoreError> {
+    let row: Option<i64> = conn
+        .prepare_cached("SELECT MIN(time_ms) FROM events WHERE time_ms >= ?1")
+        .and_then(|mut s| s.query_row(params![from], |r| r.get(0)))
+        .map_err(classify)?;
+    let block: Option<i64> = conn
+        .prepare_cached("SELECT MIN(hour) FROM event_blocks WHERE hour >= ?1")
+        .and_then(|mut s| s.query_row(params![from.div_euclid(HOUR_MS)], |r| r.get(0)))
+        .map_err(classify)?;
+    Ok(match (row, block.map(|h| h * HOUR_MS)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// Whether `e` is the user's or the address's.
+fn is_subject(e: &AccessEvent, subject: &Subject) -> bool {
+    match subject {
+        Subject::User(u) => non_empty(&e.user) == Some(u.as_str()),
+        Subject::Client(ip) => e.client_ip.to_canonical() == ip.to_canonical(),
+    }
+}
+
+/// The hours of `[lo, hi)`, each cut to the period, oldest first.
+fn hours(lo: i64, hi: i64) -> impl DoubleEndedIterator<Item = (i64, i64)> {
+    let (first, last) = (lo.div_euclid(HOUR_MS), (hi - 1).div_euclid(HOUR_MS));
+    let last = if hi > lo { last } else { first - 1 };
+    (first..=last).map(move |h| (lo.max(h * HOUR_MS), hi.min((h + 1) * HOUR_MS)))
 }
 
 fn subject_sql(subject: &Subject) -> (&'static str, String) {
@@ -1571,19 +1765,47 @@ mod tests {
             })
             .sum();
         assert_eq!(counted, all.len() as i64);
-        assert_eq!(rows(replayed.path(), "events").len(), all.len());
+        // Every event once, whether a row (flagged) or in a block.
+        let period = Period::new(
+            all[0].time,
+            Timestamp::from_millisecond(all[all.len() - 1].time_ms() + 1).unwrap(),
+        );
+        let mut csv = Vec::new();
+        let exported = replayed
+            .export_csv(
+                &period,
+                &ExportFilter::default(),
+                &mut csv,
+                &Purpose::new("test", "test"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(exported, all.len() as u64);
+        let flagged = all.iter().filter(|e| e.is_flagged()).count();
+        assert_eq!(rows(replayed.path(), "events").len(), flagged);
         let conn = Connection::open(replayed.path()).unwrap();
         for kind in [SEEN_USER, SEEN_CLIENT] {
-            let column = seen_column(kind);
-            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
-            let seen = count(&format!(
-                "SELECT COUNT(*) FROM rollup_seen WHERE kind = {kind}"
-            ));
-            let distinct = count(&format!(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT time_ms / {HOUR_MS}, school, class, \
-                 {column} FROM events WHERE {column} IS NOT NULL)"
-            ));
-            assert_eq!(seen, distinct, "{column}");
+            let seen: i64 = conn
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM rollup_seen WHERE kind = {kind}"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let mut client = String::new();
+            let distinct: HashSet<(i64, u8, String)> = all
+                .iter()
+                .filter_map(|e| {
+                    let who = if kind == SEEN_USER {
+                        non_empty(&e.user)?.to_owned()
+                    } else {
+                        write_ip(&mut client, e.client_ip);
+                        client.clone()
+                    };
+                    Some((e.time_ms() / HOUR_MS, e.retention_class().id(), who))
+                })
+                .collect();
+            assert_eq!(seen as usize, distinct.len(), "kind {kind}");
         }
     }
 
