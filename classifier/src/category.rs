@@ -199,8 +199,18 @@ impl Serialize for Category {
 
 impl<'de> Deserialize<'de> for Category {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        name.parse().map_err(serde::de::Error::custom)
+        // The name is parsed where it lies: no string made per category read.
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Category;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a category name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Category, E> {
+                name.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Name)
     }
 }
 
@@ -330,8 +340,25 @@ impl Serialize for CategorySet {
 
 impl<'de> Deserialize<'de> for CategorySet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let names = Vec::<Category>::deserialize(d)?;
-        Ok(names.into_iter().collect())
+        // Straight into the bits, without a list of the names first.
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = CategorySet;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of category names")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CategorySet, A::Error> {
+                let mut set = CategorySet::EMPTY;
+                while let Some(c) = seq.next_element::<Category>()? {
+                    set.insert(c);
+                }
+                Ok(set)
+            }
+        }
+        d.deserialize_seq(Names)
     }
 }
 

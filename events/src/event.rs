@@ -198,7 +198,7 @@ fn serialize_id<S: serde::Serializer>(id: &Ulid, s: S) -> Result<S::Ok, S::Error
     }
 }
 
-fn deserialize_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ulid, D::Error> {
+pub(crate) fn deserialize_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ulid, D::Error> {
     if as_text(d.is_human_readable()) {
         Ulid::deserialize(d)
     } else {
@@ -217,7 +217,9 @@ fn serialize_time<S: serde::Serializer>(time: &Timestamp, s: S) -> Result<S::Ok,
     }
 }
 
-fn deserialize_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+pub(crate) fn deserialize_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Timestamp, D::Error> {
     if as_text(d.is_human_readable()) {
         Timestamp::deserialize(d)
     } else {

@@ -340,12 +340,15 @@ def wipe_state(state):
 
 
 def stored_events(config):
-    """Rows in the embedded store of the schoolgate run from `config`."""
+    """Events in the embedded store of the schoolgate run from `config`: the
+    flagged rows of `events` and the rest, many to a row, in `event_blocks`."""
     import sqlite3
     path = os.path.join(os.path.dirname(config), "state", "events.sqlite")
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return con.execute("SELECT count(*) FROM events").fetchone()[0]
+        return con.execute(
+            "SELECT (SELECT count(*) FROM events) "
+            "+ (SELECT coalesce(sum(events), 0) FROM event_blocks)").fetchone()[0]
     finally:
         con.close()
 

@@ -73,9 +73,10 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// `"sqlite"` or `"clickhouse"`, for logs and the dead-letter file.
     fn name(&self) -> &'static str;
 
-    /// Stores a batch. Idempotent per event id: inserting an event that is
-    /// already stored does not duplicate it (exactly, for SQLite; for ClickHouse
-    /// when `batch.maybe_stored` is set, with query-time dedup as the backstop).
+    /// Stores a batch. Idempotent per event id when `batch.maybe_stored` is set
+    /// (the pipeline sets it on every retry and replay): an event already
+    /// stored is not stored again (exactly, for SQLite; for ClickHouse with
+    /// query-time dedup as the backstop). A fresh batch is not checked.
     async fn insert(&self, batch: &Batch) -> Result<(), StoreError>;
 
     /// Flagged events of the period at or above the severity, most severe first,

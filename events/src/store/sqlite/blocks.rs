@@ -23,12 +23,16 @@
 //!   event twice in it is kept once. A fresh batch is not checked.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
+use jiff::Timestamp;
 use rusqlite::{Connection, Transaction, params};
+use schoolgate_classifier::{Action, CategorySet, Severity};
+use serde::Deserialize;
 use ulid::Ulid;
 
 use super::{HOUR_MS, classify};
-use crate::event::{AccessEvent, RetentionClass};
+use crate::event::{AccessEvent, RetentionClass, Source, deserialize_id, deserialize_time};
 use crate::store::StoreError;
 
 pub(super) const SCHEMA: &str = "
@@ -45,6 +49,82 @@ CREATE INDEX IF NOT EXISTS event_blocks_time ON event_blocks(hour, first_ms);
 
 /// The first byte of `data`: how the events in it are written.
 const FORMAT: u8 = 1;
+
+/// An event as a block holds it, its texts borrowed from the block: a scan
+/// tests every event of a period and makes an [`AccessEvent`] only of those it
+/// keeps. The fields are [`AccessEvent`]'s, in its order (postcard has no
+/// field names); `a_view_reads_what_an_event_wrote` holds them together.
+#[derive(Debug, Deserialize)]
+pub(super) struct Stored<'a> {
+    #[serde(deserialize_with = "deserialize_id")]
+    pub id: Ulid,
+    #[serde(deserialize_with = "deserialize_time")]
+    pub time: Timestamp,
+    pub source: Source,
+    pub school: &'a str,
+    pub node: &'a str,
+    pub client_ip: IpAddr,
+    #[serde(borrow)]
+    pub user: Option<&'a str>,
+    #[serde(borrow)]
+    pub device: Option<&'a str>,
+    pub role: &'a str,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub search_terms: &'a str,
+    pub action: Action,
+    pub categories: CategorySet,
+    pub severity: Option<Severity>,
+    pub rule: &'a str,
+    pub reason: &'a str,
+    pub status: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_us: u32,
+    pub cached: bool,
+}
+
+impl Stored<'_> {
+    pub fn time_ms(&self) -> i64 {
+        self.time.as_millisecond()
+    }
+
+    /// The user as the rows store it: an empty name is none.
+    pub fn user(&self) -> Option<&str> {
+        self.user.filter(|u| !u.is_empty())
+    }
+
+    /// The event, as a row of `events` would give it back (an empty user or
+    /// device is none).
+    pub fn to_event(&self) -> AccessEvent {
+        AccessEvent {
+            id: self.id,
+            time: self.time,
+            source: self.source,
+            school: self.school.to_owned(),
+            node: self.node.to_owned(),
+            client_ip: self.client_ip,
+            user: self.user().map(str::to_owned),
+            device: self.device.filter(|d| !d.is_empty()).map(str::to_owned),
+            role: self.role.to_owned(),
+            method: self.method.to_owned(),
+            host: self.host.to_owned(),
+            path: self.path.to_owned(),
+            search_terms: self.search_terms.to_owned(),
+            action: self.action,
+            categories: self.categories,
+            severity: self.severity,
+            rule: self.rule.to_owned(),
+            reason: self.reason.to_owned(),
+            status: self.status,
+            bytes_up: self.bytes_up,
+            bytes_down: self.bytes_down,
+            duration_us: self.duration_us,
+            cached: self.cached,
+        }
+    }
+}
 
 /// Blocks deleted per purge transaction.
 const PURGE_BLOCKS: i64 = 1_000;
@@ -110,7 +190,7 @@ pub(super) fn scan(
     conn: &Connection,
     (lo, hi): (i64, i64),
     class: Option<RetentionClass>,
-    mut visit: impl FnMut(AccessEvent) -> bool,
+    mut visit: impl FnMut(&Stored<'_>) -> bool,
 ) -> Result<(), StoreError> {
     if hi <= lo {
         return Ok(());
@@ -141,9 +221,10 @@ pub(super) fn scan(
                 code: None,
                 message: format!("event block {rowid}: {e}"),
             })?;
-        for e in decode(rowid, data)? {
+        let mut events = Events::new(rowid, data)?;
+        while let Some(e) = events.next_event()? {
             let t = e.time_ms();
-            if t >= lo && t < hi && !visit(e) {
+            if t >= lo && t < hi && !visit(&e) {
                 return Ok(());
             }
         }
@@ -151,26 +232,45 @@ pub(super) fn scan(
     Ok(())
 }
 
-/// The events of block `rowid`.
-fn decode(rowid: i64, data: &[u8]) -> Result<Vec<AccessEvent>, StoreError> {
-    let bad = |what: String| StoreError::Data {
+/// The events of one block, read one at a time.
+struct Events<'a> {
+    rowid: i64,
+    rest: &'a [u8],
+    read: usize,
+}
+
+impl<'a> Events<'a> {
+    fn new(rowid: i64, data: &'a [u8]) -> Result<Events<'a>, StoreError> {
+        let Some((&format, rest)) = data.split_first() else {
+            return Err(damaged(rowid, "it is empty".into()));
+        };
+        if format != FORMAT {
+            return Err(damaged(rowid, format!("unknown format {format}")));
+        }
+        Ok(Events {
+            rowid,
+            rest,
+            read: 0,
+        })
+    }
+
+    fn next_event(&mut self) -> Result<Option<Stored<'a>>, StoreError> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let (e, rest) = postcard::take_from_bytes::<Stored<'a>>(self.rest)
+            .map_err(|e| damaged(self.rowid, format!("event {} of it: {e}", self.read + 1)))?;
+        self.rest = rest;
+        self.read += 1;
+        Ok(Some(e))
+    }
+}
+
+fn damaged(rowid: i64, what: String) -> StoreError {
+    StoreError::Data {
         code: None,
         message: format!("event block {rowid} cannot be read: {what}"),
-    };
-    let Some((&format, mut rest)) = data.split_first() else {
-        return Err(bad("it is empty".into()));
-    };
-    if format != FORMAT {
-        return Err(bad(format!("unknown format {format}")));
     }
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let (e, tail) = postcard::take_from_bytes::<AccessEvent>(rest)
-            .map_err(|e| bad(format!("event {} of it: {e}", out.len() + 1)))?;
-        out.push(e);
-        rest = tail;
-    }
-    Ok(out)
 }
 
 /// The ids stored in blocks with events in `[lo, hi]`.
@@ -214,32 +314,79 @@ pub(super) fn purge(
 
 #[cfg(test)]
 mod tests {
+    use schoolgate_classifier::Category;
+
     use super::*;
+
+    /// Every event of `data`, made whole.
+    fn decode(rowid: i64, data: &[u8]) -> Result<Vec<AccessEvent>, StoreError> {
+        let mut events = Events::new(rowid, data)?;
+        let mut out = Vec::new();
+        while let Some(e) = events.next_event()? {
+            out.push(e.to_event());
+        }
+        Ok(out)
+    }
+
+    fn full_event() -> AccessEvent {
+        AccessEvent {
+            id: Ulid::from_parts(1_709_600_000_123, 77),
+            time: Timestamp::from_millisecond(1_709_600_000_123).unwrap(),
+            source: Source::Transparent,
+            school: "north".into(),
+            node: "node-2".into(),
+            client_ip: "2001:db8::7".parse().unwrap(),
+            user: Some("ab12".into()),
+            device: Some("laptop-3".into()),
+            role: "pupil".into(),
+            method: "GET".into(),
+            host: "www.example.com".into(),
+            path: "/search?q=x".into(),
+            search_terms: "x".into(),
+            action: Action::Block,
+            categories: [Category::Proxy, Category::Gambling].into_iter().collect(),
+            severity: Some(Severity::Medium),
+            rule: "category proxy".into(),
+            reason: "Proxies and VPNs".into(),
+            status: 403,
+            bytes_up: 1_234,
+            bytes_down: u64::MAX,
+            duration_us: 4_321,
+            cached: true,
+        }
+    }
+
+    #[test]
+    fn a_view_reads_what_an_event_wrote() {
+        let mut empty = full_event();
+        empty.user = None;
+        empty.device = Some(String::new());
+        empty.categories = CategorySet::EMPTY;
+        empty.severity = None;
+        let mut data = vec![FORMAT];
+        for e in [full_event(), empty.clone()] {
+            data = postcard::to_extend(&e, data).unwrap();
+        }
+        empty.device = None;
+        assert_eq!(decode(3, &data).unwrap(), vec![full_event(), empty]);
+    }
 
     #[test]
     fn a_damaged_block_is_an_error_naming_it() {
-        let mut e = AccessEvent::new(
-            crate::event::Source::Dns,
-            "10.0.0.1".parse().unwrap(),
-            "a.example",
-        );
-        e.path = "/x".into();
-        let data = postcard::to_extend(&e, vec![FORMAT]).unwrap();
-        assert_eq!(decode(7, &data).unwrap(), vec![e.clone()]);
-        for cut in 1..data.len() {
-            let err = decode(7, &data[..cut]);
-            if cut == 1 {
-                assert!(
-                    err.unwrap().is_empty(),
-                    "just the format byte is an empty block"
-                );
-            } else {
-                let msg = err.expect_err("a cut event").to_string();
-                assert!(msg.contains("event block 7 cannot be read"), "{msg}");
-            }
+        let data = postcard::to_extend(&full_event(), vec![FORMAT]).unwrap();
+        for cut in 2..data.len() {
+            let msg = decode(7, &data[..cut])
+                .expect_err("a cut event")
+                .to_string();
+            assert!(
+                msg.contains("event block 7 cannot be read: event 1"),
+                "{msg}"
+            );
         }
+        assert!(decode(7, &data[..1]).unwrap().is_empty(), "no events");
         let msg = decode(7, &[9]).expect_err("format").to_string();
         assert!(msg.contains("unknown format 9"), "{msg}");
-        assert!(decode(7, &[]).is_err());
+        let msg = decode(7, &[]).expect_err("empty").to_string();
+        assert!(msg.contains("it is empty"), "{msg}");
     }
 }

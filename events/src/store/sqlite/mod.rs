@@ -8,14 +8,22 @@
 //!   proxy threads answering pupils should not queue behind it.
 //!   Readers use their own connections on the blocking pool (WAL lets them run
 //!   beside the writer).
+//! - Where events live: flagged events are rows of `events`, with the indexes
+//!   the review queue, the incident links and the timeline use; every other
+//!   event (allowed and blocked traffic, nearly all of it) goes into
+//!   `event_blocks`, many to a row (see [`blocks`]). Queries read both and
+//!   merge. A database from before blocks keeps its old rows in `events`, and
+//!   they are answered the same way.
 //! - `synchronous=NORMAL`: a commit is durable against a process crash at once and
 //!   against a power cut at the next checkpoint; the pipeline's spool covers the
 //!   rest.
 //! - Every insert also updates `rollup_hourly` (per hour x school x role x action x
 //!   category counts) in the same transaction, so a week's counts read a few
-//!   thousand rollup rows instead of tens of millions of events. Only rows that
-//!   were really inserted are counted (`INSERT OR IGNORE` on the event id), so a
-//!   replayed batch neither duplicates events nor inflates the rollups.
+//!   thousand rollup rows instead of tens of millions of events. Only events
+//!   really inserted are counted: a batch marked `maybe_stored` (every retry and
+//!   replay is) first drops the events already stored, and flagged rows are
+//!   `INSERT OR IGNORE` on the event id, so a replayed batch neither duplicates
+//!   events nor inflates the rollups.
 //! - `rollup_seen` keeps, per hour x school x retention class, who was seen (each
 //!   user and each client address once) and which bypass categories each tried
 //!   to reach, so a week's distinct users, devices and bypass attempts (the
@@ -25,7 +33,8 @@
 //!   it gains a bypass category: most of a batch's users and devices were seen
 //!   earlier in the hour.
 //! - Retention: [`SqliteStore::purge`] deletes each class of event past its days
-//!   (rounded down to the hour), with its rollup rows, so counts over a purged
+//!   (rounded down to the hour; a block holds one hour of one class), with its
+//!   rollup rows, so counts over a purged
 //!   period agree with the raw events (and with the ClickHouse store). Deletes run
 //!   in small transactions so the writer is never held for long.
 
@@ -44,6 +53,8 @@ use schoolgate_classifier::{Action, Category, CategorySet, Severity};
 use ulid::Ulid;
 
 mod blocks;
+
+use blocks::Stored;
 
 pub use super::writer_cpu::WRITER_NICE;
 use super::writer_cpu::{CpuPolicy, WriterCpu};
@@ -316,13 +327,17 @@ impl SqliteStore {
     ) -> Result<Vec<Count>, StoreError> {
         let (from, to) = (period.start_ms(), period.end_ms());
         let mut acc: BTreeMap<String, Count> = BTreeMap::new();
-        let mut add = |key: String, events: u64, blocked: u64, flagged: u64| {
-            let c = acc.entry(key.clone()).or_insert(Count {
-                key,
-                events: 0,
-                blocked: 0,
-                flagged: 0,
-            });
+        let mut add = |key: &str, events: u64, blocked: u64, flagged: u64| {
+            if !acc.contains_key(key) {
+                let c = Count {
+                    key: key.to_owned(),
+                    events: 0,
+                    blocked: 0,
+                    flagged: 0,
+                };
+                acc.insert(key.to_owned(), c);
+            }
+            let Some(c) = acc.get_mut(key) else { return };
             c.events += events;
             c.blocked += blocked;
             c.flagged += flagged;
@@ -373,11 +388,11 @@ impl SqliteStore {
                     GroupBy::Day => raw_key.parse::<i64>().map(day_key).unwrap_or(raw_key),
                     _ => raw_key,
                 };
-                add(key, as_u64(events), as_u64(blocked), as_u64(flagged));
+                add(&key, as_u64(events), as_u64(blocked), as_u64(flagged));
             }
         }
-        let mut tally = |school: String,
-                         role: String,
+        let mut tally = |school: &str,
+                         role: &str,
                          action: Option<Action>,
                          categories: CategorySet,
                          day: i64,
@@ -387,18 +402,13 @@ impl SqliteStore {
             match group_by {
                 GroupBy::Category => {
                     for c in categories.iter() {
-                        add(c.name().to_owned(), n, blocked, flagged);
+                        add(c.name(), n, blocked, flagged);
                     }
                 }
-                GroupBy::Action => add(
-                    action.map(|a| a.name().to_owned()).unwrap_or_default(),
-                    n,
-                    blocked,
-                    flagged,
-                ),
+                GroupBy::Action => add(action.map_or("", Action::name), n, blocked, flagged),
                 GroupBy::Role => add(role, n, blocked, flagged),
                 GroupBy::School => add(school, n, blocked, flagged),
-                GroupBy::Day => add(day_key(day), n, blocked, flagged),
+                GroupBy::Day => add(&day_key(day), n, blocked, flagged),
             }
         };
         let sql = format!(
@@ -430,8 +440,8 @@ impl SqliteStore {
                 let action = u8::try_from(action).ok().and_then(Action::from_u8);
                 let categories = CategorySet::from_bits(categories as u64);
                 tally(
-                    school,
-                    role,
+                    &school,
+                    &role,
                     action,
                     categories,
                     day,
@@ -541,7 +551,7 @@ impl EventStore for SqliteStore {
             let mut found = collect_events(rows)?;
             // The blocks an hour at a time, newest first, until the hours read
             // hold the limit: older hours cannot displace any of it.
-            let matches = |e: &AccessEvent| {
+            let matches = |e: &Stored<'_>| {
                 q.host.as_deref().is_none_or(|h| e.host.contains(h))
                     && bits.is_none_or(|b| e.categories.bits() & b != 0)
                     && q.school.as_deref().is_none_or(|s| e.school == s)
@@ -552,8 +562,8 @@ impl EventStore for SqliteStore {
                     break;
                 }
                 blocks::scan(conn, slice, None, |e| {
-                    if matches(&e) {
-                        plain.push(e);
+                    if matches(e) {
+                        plain.push(e.to_event());
                     }
                     true
                 })?;
@@ -588,8 +598,8 @@ impl EventStore for SqliteStore {
                 .map_err(classify)?;
             let mut found = collect_events(rows)?;
             blocks::scan(conn, (lo, hi.saturating_add(1)), None, |e| {
-                if is_subject(&e, &subject) {
-                    found.push(e);
+                if is_subject(e, &subject) {
+                    found.push(e.to_event());
                 }
                 true
             })?;
@@ -615,7 +625,7 @@ impl EventStore for SqliteStore {
             let mut found = None;
             blocks::scan(conn, (at, at.saturating_add(1)), None, |e| {
                 if e.id == id {
-                    found = Some(e);
+                    found = Some(e.to_event());
                 }
                 found.is_none()
             })?;
@@ -665,7 +675,12 @@ impl EventStore for SqliteStore {
             let span = (period.start_ms(), period.end_ms());
             blocks::scan(conn, span, Some(RetentionClass::Blocked), |e| {
                 if e.action == Action::Block && school.as_deref().is_none_or(|s| e.school == s) {
-                    *hosts.entry(e.host).or_default() += 1;
+                    match hosts.get_mut(e.host) {
+                        Some(n) => *n += 1,
+                        None => {
+                            hosts.insert(e.host.to_owned(), 1);
+                        }
+                    }
                 }
                 true
             })?;
@@ -719,7 +734,7 @@ impl EventStore for SqliteStore {
                         .query_row(params![lo, hi, bits, school], |r| r.get::<_, i64>(0))
                         .map_err(classify)?;
                     blocks::scan(conn, (lo, hi), Some(RetentionClass::Blocked), |e| {
-                        if e.is_bypass_attempt()
+                        if matches!(e.action, Action::Flag | Action::Block)
                             && e.categories.contains(category)
                             && school.is_none_or(|s| e.school == s)
                         {
@@ -1007,12 +1022,16 @@ fn distinct_seen(
             });
             if tried && school.is_none_or(|s| e.school == s) {
                 if kind == SEEN_USER {
-                    if let Some(user) = non_empty(&e.user) {
+                    if let Some(user) = e.user()
+                        && !seen.contains(user)
+                    {
                         seen.insert(user.to_owned());
                     }
                 } else {
                     write_ip(&mut client, e.client_ip);
-                    seen.insert(client.clone());
+                    if !seen.contains(&client) {
+                        seen.insert(client.clone());
+                    }
                 }
             }
             true
@@ -1072,15 +1091,22 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
         } else {
             0
         };
-        let (hour, class) = (e.time_ms().div_euclid(HOUR_MS), e.retention_class().id());
-        if let Some(user) = non_empty(&e.user) {
+        // A block holds no flagged event.
+        let class = if e.action == Action::Block {
+            RetentionClass::Blocked
+        } else {
+            RetentionClass::Allowed
+        }
+        .id();
+        let (hour, school) = (e.time_ms().div_euclid(HOUR_MS), e.school.to_owned());
+        if let Some(user) = e.user() {
             *seen
-                .entry((hour, e.school.clone(), class, SEEN_USER, user.to_owned()))
+                .entry((hour, school.clone(), class, SEEN_USER, user.to_owned()))
                 .or_default() |= tried;
         }
         write_ip(&mut client, e.client_ip);
         *seen
-            .entry((hour, e.school, class, SEEN_CLIENT, client.clone()))
+            .entry((hour, school, class, SEEN_CLIENT, client.clone()))
             .or_default() |= tried;
         true
     })?;
@@ -1098,8 +1124,8 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Events per multi-row insert: the statement's start, its cursors on the
-/// table and its six indexes, and its end are paid once for this many rows.
+/// `rollup_seen` rows per multi-row upsert: the statement's start, its cursor
+/// and its end are paid once for this many rows.
 const ROWS_PER_INSERT: usize = 8;
 /// Parameters per event in an events insert.
 const EVENT_PARAMS: usize = 24;
@@ -1465,10 +1491,10 @@ fn export_slice(
     if !filter.flagged_only {
         blocks::scan(conn, (lo, hi), None, |e| {
             if filter.school.as_deref().is_none_or(|s| e.school == s)
-                && filter.subject.as_ref().is_none_or(|s| is_subject(&e, s))
+                && filter.subject.as_ref().is_none_or(|s| is_subject(e, s))
                 && filter.action.is_none_or(|a| e.action == a)
             {
-                found.push(e);
+                found.push(e.to_event());
             }
             true
         })?;
@@ -1495,9 +1521,9 @@ fn next_event_ms(conn: &Connection, from: i64) -> Result<Option<i64>, StoreError
 }
 
 /// Whether `e` is the user's or the address's.
-fn is_subject(e: &AccessEvent, subject: &Subject) -> bool {
+fn is_subject(e: &Stored<'_>, subject: &Subject) -> bool {
     match subject {
-        Subject::User(u) => non_empty(&e.user) == Some(u.as_str()),
+        Subject::User(u) => e.user() == Some(u.as_str()),
         Subject::Client(ip) => e.client_ip.to_canonical() == ip.to_canonical(),
     }
 }
@@ -1720,9 +1746,9 @@ mod tests {
         assert_eq!(bypass(&store), Some(proxy.bits() as i64));
     }
 
-    /// A replayed batch (several multi-row statements and a remainder, some
-    /// events already stored, one twice in the batch) stores and counts each
-    /// event once: the same tables as inserting every event once.
+    /// A replayed batch (some events already stored, one twice in the batch)
+    /// stores and counts each event once: the same rollups as inserting every
+    /// event once, and every event read back once.
     #[tokio::test]
     async fn a_partly_stored_batch_counts_each_event_once() {
         let all = events(5 * ROWS_PER_INSERT as u32 + 3);
@@ -1731,8 +1757,7 @@ mod tests {
         once.insert(&Batch::new(all.clone())).await.unwrap();
         let replayed =
             SqliteStore::open(dir.path().join("replayed.sqlite"), Retention::default()).unwrap();
-        // Already stored: some of the events the multi-row statements take; the
-        // remainder, taken one at a time, is all new.
+        // Already stored: a few events, flagged (rows) and not (blocks).
         let some: Vec<_> = all[..4 * ROWS_PER_INSERT]
             .iter()
             .step_by(7)
