@@ -228,6 +228,31 @@ pub(crate) fn deserialize_time<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// Appends `event` in postcard (id and time as numbers) to `out`: the
+/// journal's record and the SQLite store's block entry.
+///
+/// Through a flavour of our own that appends whole slices: postcard's
+/// `to_extend` pushes a text byte by byte, which made encoding 1,300
+/// instructions an event under callgrind.
+pub(crate) fn encode_into(event: &AccessEvent, out: &mut Vec<u8>) -> postcard::Result<()> {
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl postcard::ser_flavors::Flavor for Append<'_> {
+        type Output = ();
+        fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+            self.0.push(byte);
+            Ok(())
+        }
+        fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<()> {
+            Ok(())
+        }
+    }
+    postcard::serialize_with_flavor(event, Append(out))
+}
+
 impl AccessEvent {
     /// A new event for `host` decided now, allowed, with a fresh id; fill in the
     /// rest with the `with_*` methods or field by field.
@@ -587,6 +612,21 @@ mod tests {
         let json = serde_json::to_string(&e).expect("serialise");
         let back: AccessEvent = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, e);
+    }
+
+    /// `encode_into` writes exactly postcard's bytes, after what `out` held.
+    #[test]
+    fn encode_into_appends_postcard() {
+        let e = AccessEvent::new(Source::Inspect, ip(), "a.example")
+            .with_user("alice")
+            .with_category(Category::Gambling)
+            .with_action(Action::Block)
+            .with_severity(Some(Severity::Medium));
+        let mut out = vec![7, 7];
+        encode_into(&e, &mut out).expect("encode");
+        encode_into(&e, &mut out).expect("encode");
+        let one = postcard::to_allocvec(&e).expect("encode");
+        assert_eq!(out, [&[7, 7][..], &one, &one].concat());
     }
 
     /// The journal's first record format holds the id and time as text, the

@@ -268,7 +268,7 @@ impl Journal {
         let mut buf = ENCODE.take();
         buf.clear();
         buf.extend_from_slice(&[0; HEADER]);
-        let mut buf = postcard::to_extend(event, buf).map_err(JournalError::Encode)?;
+        crate::event::encode_into(event, &mut buf).map_err(JournalError::Encode)?;
         let len = buf.len() - HEADER;
         let crc = crc32fast::hash(&buf[HEADER..]);
         buf[4..8].copy_from_slice(&(len as u32).to_le_bytes());

@@ -32,7 +32,9 @@ use serde::Deserialize;
 use ulid::Ulid;
 
 use super::{HOUR_MS, classify};
-use crate::event::{AccessEvent, RetentionClass, Source, deserialize_id, deserialize_time};
+use crate::event::{
+    AccessEvent, RetentionClass, Source, deserialize_id, deserialize_time, encode_into,
+};
 use crate::store::StoreError;
 
 pub(super) const SCHEMA: &str = "
@@ -163,11 +165,9 @@ pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Resul
         data.clear();
         data.push(FORMAT);
         for e in block {
-            data = postcard::to_extend(*e, std::mem::take(&mut data)).map_err(|err| {
-                StoreError::Data {
-                    code: None,
-                    message: format!("event {} cannot be encoded: {err}", e.id),
-                }
+            encode_into(e, &mut data).map_err(|err| StoreError::Data {
+                code: None,
+                message: format!("event {} cannot be encoded: {err}", e.id),
             })?;
         }
         stmt.execute(params![
