@@ -12,7 +12,9 @@
 //!   retention class, sorted by time then id, so a purge by hour and class
 //!   removes whole blocks and stays exact with the rollups.
 //! - `first_ms`/`last_ms` narrow a read to the blocks that overlap it; the
-//!   index is on `(hour, first_ms)`.
+//!   index is on `(hour, first_ms)`. `hosts` (each host once, a line each)
+//!   and `categories` (every bit of its events) let a search for a host or a
+//!   category skip the blocks without one unread.
 //! - `data` is [`FORMAT`] (one byte), then each event in postcard, as the
 //!   journal writes them (id and time as numbers). A block that cannot be read
 //!   is an error naming it, never a silent gap.
@@ -44,6 +46,8 @@ CREATE TABLE IF NOT EXISTS event_blocks (
     first_ms INTEGER NOT NULL,
     last_ms  INTEGER NOT NULL,
     events   INTEGER NOT NULL,
+    hosts    TEXT NOT NULL,    -- each host in it once, one a line: a search skips the rest
+    categories INTEGER NOT NULL, -- every category bit of its events
     data     BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_blocks_time ON event_blocks(hour, first_ms);
@@ -152,8 +156,8 @@ pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Resul
     }
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO event_blocks (hour, class, first_ms, last_ms, events, data) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO event_blocks (hour, class, first_ms, last_ms, events, hosts, \
+             categories, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(classify)?;
     let mut data = Vec::with_capacity(events.len() * 160);
@@ -164,7 +168,14 @@ pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Resul
         let (first, last) = (block[0], block[block.len() - 1]);
         data.clear();
         data.push(FORMAT);
+        let mut seen = HashSet::with_capacity(64);
+        let (mut hosts, mut categories) = (String::new(), 0u64);
         for e in block {
+            if seen.insert(e.host.as_str()) {
+                hosts.push_str(&e.host);
+                hosts.push('\n');
+            }
+            categories |= e.categories.bits();
             encode_into(e, &mut data).map_err(|err| StoreError::Data {
                 code: None,
                 message: format!("event {} cannot be encoded: {err}", e.id),
@@ -176,6 +187,8 @@ pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Resul
             first.time_ms(),
             last.time_ms(),
             block.len() as i64,
+            hosts,
+            categories as i64,
             data,
         ])
         .map_err(classify)?;
@@ -183,13 +196,34 @@ pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Resul
     Ok(())
 }
 
-/// Calls `visit` with every event in a block with `lo <= time_ms < hi`, of
-/// `class` only when given, in no particular order; `visit` may stop the scan
-/// by returning `false`.
+/// Which blocks a scan reads: each test, when given, skips the blocks that
+/// cannot hold a match (the caller still tests each event).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Narrow<'a> {
+    /// Only blocks of this retention class.
+    pub class: Option<RetentionClass>,
+    /// Only blocks with a host containing this text.
+    pub host: Option<&'a str>,
+    /// Only blocks with an event in one of these category bits.
+    pub categories: Option<u64>,
+}
+
+impl Narrow<'_> {
+    pub fn class(class: RetentionClass) -> Narrow<'static> {
+        Narrow {
+            class: Some(class),
+            ..Narrow::default()
+        }
+    }
+}
+
+/// Calls `visit` with every event with `lo <= time_ms < hi` in the blocks
+/// `narrow` lets through, in no particular order; `visit` may stop the scan by
+/// returning `false`.
 pub(super) fn scan(
     conn: &Connection,
     (lo, hi): (i64, i64),
-    class: Option<RetentionClass>,
+    narrow: Narrow<'_>,
     mut visit: impl FnMut(&Stored<'_>) -> bool,
 ) -> Result<(), StoreError> {
     if hi <= lo {
@@ -199,7 +233,9 @@ pub(super) fn scan(
     let mut stmt = conn
         .prepare_cached(
             "SELECT rowid, data FROM event_blocks WHERE hour >= ?1 AND hour <= ?2 \
-             AND first_ms < ?4 AND last_ms >= ?3 AND (?5 IS NULL OR class = ?5)",
+             AND first_ms < ?4 AND last_ms >= ?3 AND (?5 IS NULL OR class = ?5) \
+             AND (?6 IS NULL OR instr(hosts, ?6) > 0) \
+             AND (?7 IS NULL OR (categories & ?7) != 0)",
         )
         .map_err(classify)?;
     let mut rows = stmt
@@ -208,7 +244,9 @@ pub(super) fn scan(
             last_hour,
             lo,
             hi,
-            class.map(RetentionClass::id)
+            narrow.class.map(RetentionClass::id),
+            narrow.host,
+            narrow.categories.map(|bits| bits as i64),
         ])
         .map_err(classify)?;
     while let Some(row) = rows.next().map_err(classify)? {
@@ -276,7 +314,7 @@ fn damaged(rowid: i64, what: String) -> StoreError {
 /// The ids stored in blocks with events in `[lo, hi]`.
 pub(super) fn ids(conn: &Connection, (lo, hi): (i64, i64)) -> Result<HashSet<Ulid>, StoreError> {
     let mut out = HashSet::new();
-    scan(conn, (lo, hi.saturating_add(1)), None, |e| {
+    scan(conn, (lo, hi.saturating_add(1)), Narrow::default(), |e| {
         out.insert(e.id);
         true
     })?;

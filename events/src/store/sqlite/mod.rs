@@ -54,7 +54,7 @@ use ulid::Ulid;
 
 mod blocks;
 
-use blocks::Stored;
+use blocks::{Narrow, Stored};
 
 pub use super::writer_cpu::WRITER_NICE;
 use super::writer_cpu::{CpuPolicy, WriterCpu};
@@ -84,6 +84,7 @@ const READER_POOL: usize = 4;
 pub const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 const SCHEMA: &str = "
+-- Flagged events; in a database from before `event_blocks`, every event.
 CREATE TABLE IF NOT EXISTS events (
     id           TEXT PRIMARY KEY,
     time_ms      INTEGER NOT NULL,
@@ -449,7 +450,7 @@ impl SqliteStore {
                     as_u64(flagged),
                 );
             }
-            blocks::scan(conn, (lo, hi), None, |e| {
+            blocks::scan(conn, (lo, hi), Narrow::default(), |e| {
                 if school.is_none_or(|s| e.school == s) {
                     let day = e.time_ms().div_euclid(DAY_MS);
                     tally(e.school, e.role, Some(e.action), e.categories, day, 1, 0);
@@ -561,7 +562,12 @@ impl EventStore for SqliteStore {
                 if plain.len() >= q.limit {
                     break;
                 }
-                blocks::scan(conn, slice, None, |e| {
+                let narrow = Narrow {
+                    host: q.host.as_deref(),
+                    categories: bits,
+                    ..Narrow::default()
+                };
+                blocks::scan(conn, slice, narrow, |e| {
                     if matches(e) {
                         plain.push(e.to_event());
                     }
@@ -597,7 +603,7 @@ impl EventStore for SqliteStore {
                 .query_map(params![value, lo, hi], decode)
                 .map_err(classify)?;
             let mut found = collect_events(rows)?;
-            blocks::scan(conn, (lo, hi.saturating_add(1)), None, |e| {
+            blocks::scan(conn, (lo, hi.saturating_add(1)), Narrow::default(), |e| {
                 if is_subject(e, &subject) {
                     found.push(e.to_event());
                 }
@@ -623,7 +629,7 @@ impl EventStore for SqliteStore {
             // An id carries its event's millisecond.
             let at = i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX);
             let mut found = None;
-            blocks::scan(conn, (at, at.saturating_add(1)), None, |e| {
+            blocks::scan(conn, (at, at.saturating_add(1)), Narrow::default(), |e| {
                 if e.id == id {
                     found = Some(e.to_event());
                 }
@@ -673,7 +679,7 @@ impl EventStore for SqliteStore {
                 *hosts.entry(host).or_default() += n;
             }
             let span = (period.start_ms(), period.end_ms());
-            blocks::scan(conn, span, Some(RetentionClass::Blocked), |e| {
+            blocks::scan(conn, span, Narrow::class(RetentionClass::Blocked), |e| {
                 if e.action == Action::Block && school.as_deref().is_none_or(|s| e.school == s) {
                     match hosts.get_mut(e.host) {
                         Some(n) => *n += 1,
@@ -733,7 +739,11 @@ impl EventStore for SqliteStore {
                     attempts += raw
                         .query_row(params![lo, hi, bits, school], |r| r.get::<_, i64>(0))
                         .map_err(classify)?;
-                    blocks::scan(conn, (lo, hi), Some(RetentionClass::Blocked), |e| {
+                    let narrow = Narrow {
+                        categories: Some(bits as u64),
+                        ..Narrow::class(RetentionClass::Blocked)
+                    };
+                    blocks::scan(conn, (lo, hi), narrow, |e| {
                         if matches!(e.action, Action::Flag | Action::Block)
                             && e.categories.contains(category)
                             && school.is_none_or(|s| e.school == s)
@@ -1001,7 +1011,13 @@ fn distinct_seen(
         ))
         .map_err(classify)?;
     // Only blocked blocks can hold a bypass attempt.
-    let class = bypass_bits.map(|_| RetentionClass::Blocked);
+    let narrow = match bypass_bits {
+        Some(bits) => Narrow {
+            categories: Some(bits as u64),
+            ..Narrow::class(RetentionClass::Blocked)
+        },
+        None => Narrow::default(),
+    };
     let mut client = String::new();
     for (lo, hi) in edges {
         if hi <= lo {
@@ -1015,7 +1031,7 @@ fn distinct_seen(
         for who in rows {
             seen.insert(who.map_err(classify)?);
         }
-        blocks::scan(conn, (lo, hi), class, |e| {
+        blocks::scan(conn, (lo, hi), narrow, |e| {
             let tried = bypass_bits.is_none_or(|bits| {
                 matches!(e.action, Action::Flag | Action::Block)
                     && (e.categories.bits() as i64) & bits != 0
@@ -1085,7 +1101,8 @@ fn backfill_seen(conn: &Connection) -> Result<(), StoreError> {
     let mask = bypass_mask();
     let mut seen: BTreeMap<(i64, String, u8, i64, String), i64> = BTreeMap::new();
     let mut client = String::new();
-    blocks::scan(conn, (first * HOUR_MS, (last + 1) * HOUR_MS), None, |e| {
+    let all = (first * HOUR_MS, (last + 1) * HOUR_MS);
+    blocks::scan(conn, all, Narrow::default(), |e| {
         let tried = if matches!(e.action, Action::Flag | Action::Block) {
             (e.categories.bits() & mask) as i64
         } else {
@@ -1489,7 +1506,7 @@ fn export_slice(
     let mut found = collect_events(rows)?;
     // Blocks hold no flagged event.
     if !filter.flagged_only {
-        blocks::scan(conn, (lo, hi), None, |e| {
+        blocks::scan(conn, (lo, hi), Narrow::default(), |e| {
             if filter.school.as_deref().is_none_or(|s| e.school == s)
                 && filter.subject.as_ref().is_none_or(|s| is_subject(e, s))
                 && filter.action.is_none_or(|a| e.action == a)
