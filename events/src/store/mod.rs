@@ -106,7 +106,9 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     ) -> Result<Vec<AccessEvent>, StoreError>;
 
     /// One event by its id, or `None` when the store does not hold it (never
-    /// stored, or purged).
+    /// stored, or purged). The SQLite store looks for an event that is not
+    /// flagged near the time its id was made: within the hour of it, which an
+    /// event made by `AccessEvent::new` or `at` always is.
     async fn event(&self, id: Ulid, purpose: &Purpose) -> Result<Option<AccessEvent>, StoreError>;
 
     /// Event, blocked and flagged counts per group, ordered by key. With a

@@ -626,15 +626,25 @@ impl EventStore for SqliteStore {
             if let Some(row) = collect_events(rows)?.into_iter().next() {
                 return Ok(Some(row));
             }
-            // An id carries its event's millisecond.
+            // An id carries the millisecond it was made, which is its event's
+            // time unless the event was timed earlier (a request timed when it
+            // arrived): that millisecond first, then the hour either side.
             let at = i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX);
             let mut found = None;
-            blocks::scan(conn, (at, at.saturating_add(1)), Narrow::default(), |e| {
-                if e.id == id {
-                    found = Some(e.to_event());
+            for span in [
+                (at, at.saturating_add(1)),
+                (at.saturating_sub(HOUR_MS), at.saturating_add(HOUR_MS)),
+            ] {
+                blocks::scan(conn, span, Narrow::default(), |e| {
+                    if e.id == id {
+                        found = Some(e.to_event());
+                    }
+                    found.is_none()
+                })?;
+                if found.is_some() {
+                    break;
                 }
-                found.is_none()
-            })?;
+            }
             Ok(found)
         })
         .await
@@ -1849,6 +1859,40 @@ mod tests {
                 .collect();
             assert_eq!(seen as usize, distinct.len(), "kind {kind}");
         }
+    }
+
+    /// An event timed before its id was made is still found by its id: in a
+    /// block within the hour, or as a flagged row at any distance.
+    #[tokio::test]
+    async fn an_event_is_found_by_its_id_when_timed_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("e.sqlite"), Retention::default()).unwrap();
+        let all = events(10);
+        let mut shifted = Vec::new();
+        for (e, back_ms) in all.iter().zip([0, 5_000, 50 * 60_000, 3 * HOUR_MS]) {
+            let mut e = e.clone();
+            e.time = Timestamp::from_millisecond(e.time_ms() - back_ms).unwrap();
+            shifted.push(e);
+        }
+        // events(n): 0 blocked, 1 flagged, 2 and 3 allowed.
+        store.insert(&Batch::new(shifted.clone())).await.unwrap();
+        let purpose = Purpose::new("test", "test");
+        for e in &shifted[..3] {
+            assert_eq!(store.event(e.id, &purpose).await.unwrap().as_ref(), Some(e));
+        }
+        // Three hours off and not flagged: outside what a block lookup reads.
+        assert_eq!(store.event(shifted[3].id, &purpose).await.unwrap(), None);
+        let mut flagged = shifted[1].clone();
+        flagged.id = Ulid::from_parts(flagged.id.timestamp_ms(), 99);
+        flagged.time = Timestamp::from_millisecond(flagged.time_ms() - 3 * HOUR_MS).unwrap();
+        store
+            .insert(&Batch::new(vec![flagged.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.event(flagged.id, &purpose).await.unwrap(),
+            Some(flagged)
+        );
     }
 
     #[test]
