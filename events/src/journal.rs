@@ -101,8 +101,6 @@ pub enum JournalError {
     Io { path: PathBuf, source: io::Error },
     #[error("event journal: an event of {len} bytes does not fit a segment of {segment} bytes")]
     TooLarge { len: usize, segment: usize },
-    #[error("event journal: event does not encode: {0}")]
-    Encode(postcard::Error),
     #[error("event journal: record of format {format} does not decode: {message}")]
     Decode { format: u32, message: String },
 }
@@ -268,7 +266,7 @@ impl Journal {
         let mut buf = ENCODE.take();
         buf.clear();
         buf.extend_from_slice(&[0; HEADER]);
-        crate::event::encode_into(event, &mut buf).map_err(JournalError::Encode)?;
+        crate::event::encode_into(event, &mut buf);
         let len = buf.len() - HEADER;
         let crc = crc32fast::hash(&buf[HEADER..]);
         buf[4..8].copy_from_slice(&(len as u32).to_le_bytes());

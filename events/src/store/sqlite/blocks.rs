@@ -188,10 +188,7 @@ pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Resul
                 hosts.push('\n');
             }
             categories |= e.categories.bits();
-            encode_into(e, &mut plain).map_err(|err| StoreError::Data {
-                code: None,
-                message: format!("event {} cannot be encoded: {err}", e.id),
-            })?;
+            encode_into(e, &mut plain);
         }
         compress(&plain, &mut data)?;
         stmt.execute(params![
@@ -465,7 +462,7 @@ mod tests {
     fn blocks_of(events: &[AccessEvent]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let mut stream = Vec::new();
         for e in events {
-            encode_into(e, &mut stream).unwrap();
+            encode_into(e, &mut stream);
         }
         let plain = [&[FORMAT_PLAIN][..], &stream].concat();
         let mut packed = Vec::new();
