@@ -574,8 +574,34 @@ impl fmt::Display for BatchId {
     }
 }
 
+/// A batch's events as the journal encoded them ([`encode_into`]), one after
+/// another: a store that keeps postcard bytes (SQLite's blocks) copies them
+/// instead of encoding every event a second time.
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    pub(crate) fn push(&mut self, event: &[u8]) {
+        self.bytes.extend_from_slice(event);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Event `i`'s bytes.
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
 /// Events inserted together.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Batch {
     pub id: BatchId,
     /// Shared, so a store that inserts on its own thread takes the batch without
@@ -587,7 +613,20 @@ pub struct Batch {
     /// with an ambiguous outcome, or it was replayed from the spool after a crash.
     /// Stores that cannot make the insert itself idempotent check first.
     pub maybe_stored: bool,
+    /// The events' journal bytes, when every one of them has some.
+    pub(crate) encoded: Option<std::sync::Arc<Encoded>>,
 }
+
+/// Two batches are equal when their events are: the encoding is a copy of them.
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.id == other.id
+            && self.events == other.events
+            && self.maybe_stored == other.maybe_stored
+    }
+}
+
+impl Eq for Batch {}
 
 impl Batch {
     pub fn new(events: Vec<AccessEvent>) -> Batch {
@@ -599,7 +638,17 @@ impl Batch {
             id,
             events: std::sync::Arc::new(events),
             maybe_stored: false,
+            encoded: None,
         }
+    }
+
+    /// The batch with its events' journal bytes, one entry an event in order
+    /// (ignored unless there is one for every event).
+    pub(crate) fn with_encoded(mut self, encoded: Encoded) -> Batch {
+        if encoded.len() == self.events.len() {
+            self.encoded = Some(std::sync::Arc::new(encoded));
+        }
+        self
     }
 
     #[must_use]

@@ -335,6 +335,23 @@ impl Drop for Journal {
 }
 
 impl Slot {
+    /// The record's payload: the event as [`encode_into`] wrote it. A store
+    /// that keeps these bytes copies them rather than encoding the event again.
+    ///
+    /// [`encode_into`]: crate::event::encode_into
+    pub fn payload(&self) -> &[u8] {
+        let len = self.segment.word(self.offset + 4).load(Ordering::Acquire) as usize;
+        let start = self.offset + HEADER;
+        assert!(start + len <= self.segment.map.len());
+        // SAFETY: the bytes lie inside the mapping (asserted). `publish` wrote
+        // them before `write` made this slot, and the slot reached this thread
+        // through the queue, which orders that write before this read. Nothing
+        // writes a record's payload once it is published (`mark_done` stores the
+        // state word, before it), and the mapping lives as long as the segment
+        // this slot holds; the slice borrows the slot.
+        unsafe { std::slice::from_raw_parts(self.segment.map.as_ptr().add(start), len) }
+    }
+
     /// The event is safe elsewhere: the record is not recovered after a crash.
     pub fn done(self) {
         self.segment.mark_done(self.offset);

@@ -40,7 +40,7 @@ use ulid::Ulid;
 
 use super::{HOUR_MS, classify};
 use crate::event::{
-    AccessEvent, RetentionClass, Source, deserialize_id, deserialize_time, encode_into,
+    AccessEvent, Encoded, RetentionClass, Source, deserialize_id, deserialize_time, encode_into,
 };
 use crate::store::StoreError;
 
@@ -147,18 +147,24 @@ impl Stored<'_> {
 /// Blocks deleted per purge transaction.
 const PURGE_BLOCKS: i64 = 1_000;
 
-/// Stores `events` (none flagged) as blocks, one per hour and retention class.
-pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Result<(), StoreError> {
+/// Stores `events` (none flagged, each with its place in the batch) as
+/// blocks, one per hour and retention class. `encoded`: the batch's journal
+/// bytes, copied in place of encoding each event again.
+pub(super) fn insert(
+    tx: &Transaction<'_>,
+    events: &mut [(usize, &AccessEvent)],
+    encoded: Option<&Encoded>,
+) -> Result<(), StoreError> {
     // Each event's key worked out once, not at every comparison.
     let mut keyed: Vec<_> = events
         .iter()
-        .map(|&e| {
+        .map(|&(i, e)| {
             (
                 e.time_ms().div_euclid(HOUR_MS),
                 e.retention_class().id(),
                 e.time_ms(),
                 e.id,
-                e,
+                (i, e),
             )
         })
         .collect();
@@ -174,21 +180,24 @@ pub(super) fn insert(tx: &Transaction<'_>, events: &mut [&AccessEvent]) -> Resul
         .map_err(classify)?;
     let mut plain = Vec::with_capacity(events.len() * 160);
     let mut data = Vec::new();
-    for block in events.chunk_by(|a, b| {
+    for block in events.chunk_by(|(_, a), (_, b)| {
         a.time_ms().div_euclid(HOUR_MS) == b.time_ms().div_euclid(HOUR_MS)
             && a.retention_class() == b.retention_class()
     }) {
-        let (first, last) = (block[0], block[block.len() - 1]);
+        let (first, last) = (block[0].1, block[block.len() - 1].1);
         plain.clear();
         let mut seen = HashSet::with_capacity(64);
         let (mut hosts, mut categories) = (String::new(), 0u64);
-        for e in block {
+        for &(i, e) in block {
             if seen.insert(e.host.as_str()) {
                 hosts.push_str(&e.host);
                 hosts.push('\n');
             }
             categories |= e.categories.bits();
-            encode_into(e, &mut plain);
+            match encoded {
+                Some(bytes) => plain.extend_from_slice(bytes.get(i)),
+                None => encode_into(e, &mut plain),
+            }
         }
         compress(&plain, &mut data)?;
         stmt.execute(params![

@@ -472,8 +472,8 @@ impl EventStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let (events, maybe_stored) = (batch.events.clone(), batch.maybe_stored);
-        self.write(move |w| insert_blocking(&mut w.conn, &events, maybe_stored, &mut w.recorded))
+        let batch = batch.clone();
+        self.write(move |w| insert_blocking(&mut w.conn, &batch, &mut w.recorded))
             .await
     }
 
@@ -1177,21 +1177,22 @@ fn insert_events_sql(rows: usize) -> String {
 
 fn insert_blocking(
     conn: &mut Connection,
-    events: &[AccessEvent],
-    maybe_stored: bool,
+    batch: &Batch,
     recorded: &mut SeenRecorded,
 ) -> Result<(), StoreError> {
+    let events = &batch.events[..];
     let tx = conn.transaction().map_err(classify)?;
-    let fresh = if maybe_stored {
+    // Each event with its place in the batch (for its journal bytes).
+    let fresh = if batch.maybe_stored {
         not_stored(&tx, events)?
     } else {
-        events.iter().collect()
+        events.iter().enumerate().collect()
     };
-    let (flagged, mut plain): (Vec<&AccessEvent>, Vec<&AccessEvent>) =
-        fresh.into_iter().partition(|e| e.is_flagged());
+    let (flagged, mut plain): (Vec<_>, Vec<_>) =
+        fresh.into_iter().partition(|(_, e)| e.is_flagged());
     let mut rollups = Rollups::new();
-    blocks::insert(&tx, &mut plain)?;
-    for e in plain {
+    blocks::insert(&tx, &mut plain, batch.encoded.as_deref())?;
+    for (_, e) in plain {
         rollups.add(e);
     }
     // Flagged events, about one in a hundred, are rows; `INSERT OR IGNORE`
@@ -1200,7 +1201,7 @@ fn insert_blocking(
         let mut one = tx.prepare_cached(&insert_events_sql(1)).map_err(classify)?;
         let mut id = [0u8; ulid::ULID_LEN];
         let mut client = String::with_capacity(48);
-        for e in flagged {
+        for (_, e) in flagged {
             bind_event(&mut one, 1, e, &mut id, &mut client).map_err(classify)?;
             if one.raw_execute().map_err(classify)? == 1 {
                 rollups.add(e);
@@ -1218,7 +1219,7 @@ fn insert_blocking(
 fn not_stored<'e>(
     conn: &Connection,
     events: &'e [AccessEvent],
-) -> Result<Vec<&'e AccessEvent>, StoreError> {
+) -> Result<Vec<(usize, &'e AccessEvent)>, StoreError> {
     let Some(lo) = events.iter().map(AccessEvent::time_ms).min() else {
         return Ok(Vec::new());
     };
@@ -1232,7 +1233,11 @@ fn not_stored<'e>(
         let id: String = row.get(0).map_err(classify)?;
         stored.insert(Ulid::from_string(&id).map_err(|_| classify(bad_row("id", &id)))?);
     }
-    Ok(events.iter().filter(|e| stored.insert(e.id)).collect())
+    Ok(events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| stored.insert(e.id))
+        .collect())
 }
 
 /// Rows `SeenRecorded` holds at most; past this it starts again empty.
