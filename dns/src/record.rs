@@ -197,12 +197,15 @@ impl Recorder {
             return;
         }
         let mut event = AccessEvent::from_verdict(Source::Dns, o.ip, o.q.name.text(), o.verdict);
-        event.method = wire::qtype_name(o.q.qtype);
+        wire::write_qtype_name(o.q.qtype, &mut event.method);
         event.status = o.rcode;
         event.duration_us = u32::try_from(o.started.elapsed().as_micros()).unwrap_or(u32::MAX);
         event.cached = o.cached;
-        event.school = o.school.to_owned();
-        event.node = String::from(&*self.node);
+        // Into the room the event's strings have (a reused event's).
+        event.school.clear();
+        event.school.push_str(o.school);
+        event.node.clear();
+        event.node.push_str(&self.node);
         event.device = o.device.map(str::to_owned);
         if o.canary {
             event.action = Action::Block;

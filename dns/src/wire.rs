@@ -796,12 +796,17 @@ pub fn set_additional(out: &mut [u8], n: u16) {
 /// The name of a query type for events (`A`, `AAAA`, `HTTPS`), or `TYPE65280`
 /// (RFC 3597) for one hickory has no name for, where its `Display` says only
 /// `Unknown`. Known names are copied from hickory's table, without the
-/// formatting machinery: this is on every DNS event.
-pub fn qtype_name(qtype: u16) -> String {
+/// formatting machinery: this is on every DNS event. Into `out`, cleared
+/// first, in the room it has (an event's reused string).
+pub fn write_qtype_name(qtype: u16, out: &mut String) {
     use hickory_proto::rr::RecordType;
+    use std::fmt::Write;
+    out.clear();
     match RecordType::from(qtype) {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
-        known => String::from(<&'static str>::from(known)),
+        RecordType::Unknown(n) => {
+            let _ = write!(out, "TYPE{n}");
+        }
+        known => out.push_str(<&'static str>::from(known)),
     }
 }
 
@@ -813,10 +818,17 @@ mod tests {
 
     #[test]
     fn query_types_are_named_and_unknown_ones_numbered() {
-        assert_eq!(qtype_name(1), "A");
-        assert_eq!(qtype_name(28), "AAAA");
-        assert_eq!(qtype_name(65), "HTTPS");
-        assert_eq!(qtype_name(65_280), "TYPE65280");
+        let mut out = "left over".to_owned();
+        for (qtype, name) in [
+            (1, "A"),
+            (28, "AAAA"),
+            (65, "HTTPS"),
+            (65_280, "TYPE65280"),
+            (1, "A"),
+        ] {
+            write_qtype_name(qtype, &mut out);
+            assert_eq!(out, name);
+        }
     }
 
     fn query(name: &str, rtype: RecordType, edns: bool) -> Vec<u8> {

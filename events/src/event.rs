@@ -333,14 +333,95 @@ impl AccessEvent {
         // One reading of the clock for both: the id's millisecond is the time's
         // (two readings disagreed whenever a millisecond ended between them).
         let now = std::time::SystemTime::now();
-        AccessEvent {
-            id: Ulid::from_datetime(now),
-            // Millisecond precision, as stored, so an event read back equals the
-            // event sent.
-            time: truncate_to_ms(Timestamp::try_from(now).unwrap_or_else(|_| Timestamp::now())),
-            host: host.into(),
-            ..AccessEvent::placeholder(source, client_ip)
+        let id = Ulid::from_datetime(now);
+        // Millisecond precision, as stored, so an event read back equals the
+        // event sent.
+        let time = truncate_to_ms(Timestamp::try_from(now).unwrap_or_else(|_| Timestamp::now()));
+        let host = host.into();
+        // In a spare (cleared) event when there is one: its strings have room.
+        let Some(mut event) = crate::spare::take() else {
+            return AccessEvent {
+                id,
+                time,
+                host,
+                ..AccessEvent::placeholder(source, client_ip)
+            };
+        };
+        event.id = id;
+        event.time = time;
+        event.source = source;
+        event.client_ip = client_ip;
+        if !host.is_empty() {
+            event.host = host;
         }
+        event
+    }
+
+    /// Back to a placeholder (`Source::Dns`, the unknown client), every string
+    /// emptied but keeping its room, for [`crate::spare`]. Every field is named
+    /// here, so a field added to the event cannot be forgotten.
+    pub(crate) fn clear(&mut self) {
+        // A string grown past this (a long URL) is not kept.
+        const KEEP: usize = 256;
+        fn empty(s: &mut String) {
+            if s.capacity() > KEEP {
+                *s = String::new();
+            } else {
+                s.clear();
+            }
+        }
+        let AccessEvent {
+            id,
+            time,
+            source,
+            school,
+            node,
+            client_ip,
+            user,
+            device,
+            role,
+            method,
+            host,
+            path,
+            search_terms,
+            action,
+            categories,
+            severity,
+            rule,
+            reason,
+            status,
+            bytes_up,
+            bytes_down,
+            duration_us,
+            cached,
+        } = self;
+        *id = Ulid::nil();
+        *time = Timestamp::UNIX_EPOCH;
+        *source = Source::Dns;
+        *client_ip = UNKNOWN_CLIENT;
+        *user = None;
+        *device = None;
+        for s in [
+            school,
+            node,
+            role,
+            method,
+            host,
+            path,
+            search_terms,
+            rule,
+            reason,
+        ] {
+            empty(s);
+        }
+        *action = Action::Allow;
+        *categories = CategorySet::EMPTY;
+        *severity = None;
+        *status = 0;
+        *bytes_up = 0;
+        *bytes_down = 0;
+        *duration_us = 0;
+        *cached = false;
     }
 
     /// An empty event with the nil id at the epoch: what is left in place of
@@ -376,20 +457,26 @@ impl AccessEvent {
 
     /// An event carrying what the classifier decided: action, categories,
     /// severity, rule, reason, role and search terms.
+    ///
+    /// The texts are written into the room the new event's strings have (a
+    /// reused event's, see [`AccessEvent::new`]).
     pub fn from_verdict(
         source: Source,
         client_ip: IpAddr,
-        host: impl Into<String>,
+        host: &str,
         verdict: &Verdict,
     ) -> AccessEvent {
-        let mut event = AccessEvent::new(source, client_ip, host);
+        let mut event = AccessEvent::new(source, client_ip, String::new());
+        event.host.push_str(host);
         event.action = verdict.action;
         event.categories = verdict.categories;
         event.severity = verdict.severity;
-        event.rule = verdict.rule.text();
-        event.reason = verdict.reason();
-        event.role = String::from(&*verdict.role);
-        event.search_terms = verdict.search_terms.clone().unwrap_or_default();
+        verdict.rule.push_to(&mut event.rule);
+        verdict.write_reason(&mut event.reason);
+        event.role.push_str(&verdict.role);
+        if let Some(terms) = &verdict.search_terms {
+            event.search_terms.push_str(terms);
+        }
         event
     }
 

@@ -44,6 +44,7 @@ pub mod journal;
 pub mod pipeline;
 pub mod privacy;
 pub mod query;
+mod spare;
 pub mod spool;
 pub mod store;
 

@@ -284,6 +284,7 @@ impl EventSender {
     fn offer(&self, event: AccessEvent, overflow: &mut Vec<Queued>) -> Option<Delivery> {
         if self.discard {
             Counters::add(&self.shared.counters.discarded, 1);
+            crate::spare::keep(event);
             return Some(Delivery::Discarded);
         }
         let event = match &self.shared.pseudonymiser {
@@ -781,6 +782,11 @@ impl Batcher {
         match self.settle(&batch).await {
             Outcome::Settled => {
                 self.backoff.succeed();
+                // The stored events' strings, for the next events to fill (the
+                // store has let go of its share by now; if not, they are freed).
+                if let Ok(events) = Arc::try_unwrap(batch.events) {
+                    crate::spare::give(events);
+                }
                 true
             }
             Outcome::Retry(e) => {

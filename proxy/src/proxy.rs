@@ -252,7 +252,7 @@ impl Proxy {
         source: Source,
     ) -> RequestContext {
         let mut event = AccessEvent::new(source, conn.peer.ip(), String::new());
-        event.node = String::from(&*view.node);
+        put(&mut event.node, &view.node);
         RequestContext {
             client: conn.peer,
             mode: conn.mode,
@@ -276,7 +276,7 @@ impl Proxy {
             _ => Source::Transparent,
         };
         let mut ctx = self.new_context(&view, conn, source);
-        ctx.event.method = req.method().as_str().to_owned();
+        put(&mut ctx.event.method, req.method().as_str());
 
         let target = match target_of(&req, conn) {
             Ok(t) => t,
@@ -292,11 +292,11 @@ impl Proxy {
 
         // Who is asking: never an open proxy.
         let client = view.policy.client(conn.peer.ip(), None);
-        ctx.event.school = String::from(&*client.school);
+        put(&mut ctx.event.school, &client.school);
         if let Some(d) = &client.device {
             ctx.event.device = Some(d.to_string());
         }
-        ctx.event.role = String::from(&*view.policy.role(client.role).name);
+        put(&mut ctx.event.role, &view.policy.role(client.role).name);
         if !client.known {
             Counters::inc(&self.stats.unknown_clients);
             let e = ProxyError::UnknownClient(conn.peer.ip());
@@ -932,13 +932,22 @@ impl Finish {
     }
 }
 
+/// `s` becomes `v`, in the room `s` has: an event's strings are reused
+/// (`AccessEvent::new` fills a spare, stored event), so this allocates only
+/// when `v` is longer than anything the string held before.
+fn put(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
+}
+
 pub(crate) fn apply_verdict(event: &mut AccessEvent, v: &Verdict) {
     event.action = v.action;
     event.categories = v.categories;
     event.severity = v.severity;
-    event.rule = v.rule.text();
+    event.rule.clear();
+    v.rule.push_to(&mut event.rule);
     v.write_reason(&mut event.reason);
-    event.role = String::from(&*v.role);
+    put(&mut event.role, &v.role);
     if let Some(t) = &v.search_terms {
         event.search_terms.clone_from(t);
     }
