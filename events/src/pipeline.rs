@@ -34,6 +34,12 @@
 //!   bad events (at most ~2 log2(n) extra inserts for one bad event; when both
 //!   halves fail, the fault is in the schema, not an event, and both halves go),
 //!   and what fails goes to the dead-letter file with the store's message.
+//! - Each batch carries its events' journal records as bytes ([`Encoded`]),
+//!   when every event has one: the SQLite store copies them into its blocks
+//!   instead of encoding the events again. Once a batch is stored, its events
+//!   are cleared and kept for the next ones to fill ([`crate::spare`]), so
+//!   their strings are not freed here and allocated again on the filter's
+//!   threads.
 //! - Shutdown (the cancellation token) closes the queue, drains it into the store
 //!   (one attempt each, bounded by `shutdown_insert_timeout`) or else into the
 //!   spool, and fsyncs the spool. Events sent after that go to the spool.
