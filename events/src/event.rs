@@ -661,7 +661,7 @@ impl fmt::Display for BatchId {
     }
 }
 
-/// A batch's events as the journal encoded them ([`encode_into`]), one after
+/// A batch's events as the journal encoded them (`encode_into`), one after
 /// another: a store that keeps postcard bytes (SQLite's blocks) copies them
 /// instead of encoding every event a second time.
 #[derive(Clone, Debug, Default)]

@@ -335,10 +335,8 @@ impl Drop for Journal {
 }
 
 impl Slot {
-    /// The record's payload: the event as [`encode_into`] wrote it. A store
+    /// The record's payload: the event as `encode_into` wrote it. A store
     /// that keeps these bytes copies them rather than encoding the event again.
-    ///
-    /// [`encode_into`]: crate::event::encode_into
     pub fn payload(&self) -> &[u8] {
         let len = self.segment.word(self.offset + 4).load(Ordering::Acquire) as usize;
         let start = self.offset + HEADER;

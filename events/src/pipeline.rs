@@ -22,7 +22,7 @@
 //!
 //! [`journal`]: crate::journal
 //! - The batcher closes a batch at `batch_size` events or `batch_timeout_ms`.
-//!   Between two takes from the queue it pauses ([`GATHER`]): a busy filter's
+//!   Between two takes from the queue it pauses (`GATHER`): a busy filter's
 //!   events then wake it about fifty times a second, not once per event (each wake
 //!   is a futex call on the hot path and a thread switch).
 //! - A transient failure spools the batch and backs off (jittered exponential,
@@ -37,7 +37,7 @@
 //! - Each batch carries its events' journal records as bytes ([`Encoded`]),
 //!   when every event has one: the SQLite store copies them into its blocks
 //!   instead of encoding the events again. Once a batch is stored, its events
-//!   are cleared and kept for the next ones to fill ([`crate::spare`]), so
+//!   are cleared and kept for the next ones to fill (`spare`), so
 //!   their strings are not freed here and allocated again on the filter's
 //!   threads.
 //! - Shutdown (the cancellation token) closes the queue, drains it into the store

@@ -11,7 +11,7 @@
 //! - Where events live: flagged events are rows of `events`, with the indexes
 //!   the review queue, the incident links and the timeline use; every other
 //!   event (allowed and blocked traffic, nearly all of it) goes into
-//!   `event_blocks`, many to a row (see [`blocks`]). Queries read both and
+//!   `event_blocks`, many to a row (see `blocks`). Queries read both and
 //!   merge. A database from before blocks keeps its old rows in `events`, and
 //!   they are answered the same way.
 //! - `synchronous=NORMAL`: a commit is durable against a process crash at once and
