@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use schoolgate_classifier::{Action, Category, Severity, Verdict};
-use schoolgate_events::{AccessEvent, EventSender, Source};
+use schoolgate_events::{AccessEvent, EventSender, Source, set_text};
 
 use crate::stats::{C, Counters};
 use crate::wire::{self, Question};
@@ -201,11 +201,8 @@ impl Recorder {
         event.status = o.rcode;
         event.duration_us = u32::try_from(o.started.elapsed().as_micros()).unwrap_or(u32::MAX);
         event.cached = o.cached;
-        // Into the room the event's strings have (a reused event's).
-        event.school.clear();
-        event.school.push_str(o.school);
-        event.node.clear();
-        event.node.push_str(&self.node);
+        set_text(&mut event.school, o.school);
+        set_text(&mut event.node, &self.node);
         event.device = o.device.map(str::to_owned);
         if o.canary {
             event.action = Action::Block;

@@ -246,13 +246,14 @@ pub(crate) fn encode_into(event: &AccessEvent, out: &mut Vec<u8>) {
         }
         out.push(v as u8);
     }
-    // The id, the one number wider than 64 bits.
+    // The id, the one number wider than 64 bits: its low groups, then the
+    // rest as any other number.
     fn varint128(out: &mut Vec<u8>, mut v: u128) {
-        while v >= 0x80 {
+        while v > u128::from(u64::MAX) {
             out.push(v as u8 | 0x80);
             v >>= 7;
         }
-        out.push(v as u8);
+        varint(out, v as u64);
     }
     fn text(out: &mut Vec<u8>, s: &str) {
         varint(out, s.len() as u64);
@@ -267,19 +268,6 @@ pub(crate) fn encode_into(event: &AccessEvent, out: &mut Vec<u8>) {
             }
         }
     }
-    // The fixed-size fields and the texts: one reservation.
-    let texts = event.school.len()
-        + event.node.len()
-        + event.user.as_deref().map_or(0, str::len)
-        + event.device.as_deref().map_or(0, str::len)
-        + event.role.len()
-        + event.method.len()
-        + event.host.len()
-        + event.path.len()
-        + event.search_terms.len()
-        + event.rule.len()
-        + event.reason.len();
-    out.reserve(texts + 96);
     varint128(out, event.id.0);
     let ms = event.time.as_millisecond();
     varint(out, ((ms << 1) ^ (ms >> 63)) as u64);
@@ -661,6 +649,14 @@ impl fmt::Display for BatchId {
     }
 }
 
+/// `s` becomes `v`, in the room `s` has. An event's strings are reused
+/// ([`AccessEvent::new`] fills a spare, stored event), so setting a text this
+/// way allocates only when `v` is longer than anything the string held.
+pub fn set_text(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
+}
+
 /// A batch's events as the journal encoded them (`encode_into`), one after
 /// another: a store that keeps postcard bytes (SQLite's blocks) copies them
 /// instead of encoding every event a second time.
@@ -670,12 +666,18 @@ pub struct Encoded {
     ends: Vec<usize>,
 }
 
-impl Encoded {
-    pub(crate) fn push(&mut self, event: &[u8]) {
-        self.bytes.extend_from_slice(event);
-        self.ends.push(self.bytes.len());
+impl<'a> FromIterator<&'a [u8]> for Encoded {
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(events: I) -> Encoded {
+        let mut encoded = Encoded::default();
+        for event in events {
+            encoded.bytes.extend_from_slice(event);
+            encoded.ends.push(encoded.bytes.len());
+        }
+        encoded
     }
+}
 
+impl Encoded {
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
@@ -730,7 +732,7 @@ impl Batch {
     }
 
     /// The batch with its events' journal bytes, one entry an event in order
-    /// (ignored unless there is one for every event).
+    /// (ignored unless there is one for every event: a journal write failed).
     pub(crate) fn with_encoded(mut self, encoded: Encoded) -> Batch {
         if encoded.len() == self.events.len() {
             self.encoded = Some(std::sync::Arc::new(encoded));

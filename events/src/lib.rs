@@ -50,7 +50,7 @@ pub mod store;
 
 pub use counters::{Counters, CountersSnapshot};
 pub use dead_letter::{DeadLetter, DeadLetterFile};
-pub use event::{AccessEvent, Batch, BatchId, RetentionClass, Source};
+pub use event::{AccessEvent, Batch, BatchId, RetentionClass, Source, set_text};
 pub use pipeline::{
     Delivery, EventSender, Pipeline, PipelineError, PipelineHandle, PipelineTuning, SendError,
 };

@@ -59,7 +59,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::counters::{Counters, CountersSnapshot};
 use crate::dead_letter::DeadLetterFile;
-use crate::event::{AccessEvent, Batch, Encoded, RetentionClass};
+use crate::event::{AccessEvent, Batch, RetentionClass};
 use crate::journal::{self, Journal, JournalError, Slot};
 use crate::privacy::{PseudonymError, Pseudonymiser};
 use crate::spool::{Position, Spool, SpoolError, SpoolOptions};
@@ -599,10 +599,9 @@ impl Batcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Queued>, shutdown: CancellationToken) {
         let mut buffer: Vec<AccessEvent> = Vec::with_capacity(self.batch_size);
         let mut incoming: Vec<Queued> = Vec::with_capacity(self.batch_size);
-        // The journal records of the events in `buffer`...
+        // The journal records of the events in `buffer`, in the same order
+        // (fewer when a journal write failed).
         let mut slots: Vec<Slot> = Vec::new();
-        // ...and their bytes, while every event in `buffer` has a record.
-        let mut encoded = Some(Encoded::default());
         let mut deadline: Option<Instant> = None;
         // Set after a take from the queue: the next take waits until then.
         let mut gather_until: Option<Instant> = None;
@@ -638,11 +637,6 @@ impl Batcher {
                     gather_until = Some(Instant::now() + gather);
                     Counters::sub(&self.shared.counters.queue_depth, n);
                     for q in incoming.drain(..) {
-                        match (&q.journal, &mut encoded) {
-                            (Some(slot), Some(bytes)) => bytes.push(slot.payload()),
-                            (None, _) => encoded = None,
-                            (Some(_), None) => {}
-                        }
                         slots.extend(q.journal);
                         buffer.push(q.event);
                     }
@@ -651,9 +645,8 @@ impl Batcher {
                     }
                     if buffer.len() >= self.batch_size {
                         let events = std::mem::take(&mut buffer);
-                        let bytes = encoded.replace(Encoded::default());
                         deadline = None;
-                        let safe = self.flush(events, bytes).await;
+                        let safe = self.flush(events, &slots).await;
                         settle_slots(&mut slots, safe);
                     }
                 }
@@ -662,9 +655,8 @@ impl Batcher {
                 }
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {
                     let events = std::mem::take(&mut buffer);
-                    let bytes = encoded.replace(Encoded::default());
                     deadline = None;
-                    let safe = self.flush(events, bytes).await;
+                    let safe = self.flush(events, &slots).await;
                     settle_slots(&mut slots, safe);
                 }
                 _ = sleep_until_opt(backoff_until), if backoff_until.is_some() => {
@@ -772,8 +764,9 @@ impl Batcher {
 
     /// A batch closed by size or time. `true` when it is safe (stored,
     /// dead-lettered or spooled), so the journal may let go of it.
-    /// `encoded`: the events' journal bytes, if every one has a record.
-    async fn flush(&mut self, events: Vec<AccessEvent>, encoded: Option<Encoded>) -> bool {
+    /// `slots`: the events' journal records; their bytes go with the batch
+    /// when every event has one.
+    async fn flush(&mut self, events: Vec<AccessEvent>, slots: &[Slot]) -> bool {
         if events.is_empty() {
             return true;
         }
@@ -781,10 +774,7 @@ impl Batcher {
             // The store is down: straight to disk, keep memory bounded.
             return self.spool_or_log(events);
         }
-        let batch = match encoded {
-            Some(bytes) => Batch::new(events).with_encoded(bytes),
-            None => Batch::new(events),
-        };
+        let batch = Batch::new(events).with_encoded(slots.iter().map(Slot::payload).collect());
         match self.settle(&batch).await {
             Outcome::Settled => {
                 self.backoff.succeed();

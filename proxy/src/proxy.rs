@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use schoolgate_classifier::{Action, RoleId, SharedPolicy, Verdict};
-use schoolgate_events::{AccessEvent, EventSender, Source};
+use schoolgate_events::{AccessEvent, EventSender, Source, set_text};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -252,7 +252,7 @@ impl Proxy {
         source: Source,
     ) -> RequestContext {
         let mut event = AccessEvent::new(source, conn.peer.ip(), String::new());
-        put(&mut event.node, &view.node);
+        set_text(&mut event.node, &view.node);
         RequestContext {
             client: conn.peer,
             mode: conn.mode,
@@ -276,7 +276,7 @@ impl Proxy {
             _ => Source::Transparent,
         };
         let mut ctx = self.new_context(&view, conn, source);
-        put(&mut ctx.event.method, req.method().as_str());
+        set_text(&mut ctx.event.method, req.method().as_str());
 
         let target = match target_of(&req, conn) {
             Ok(t) => t,
@@ -292,11 +292,11 @@ impl Proxy {
 
         // Who is asking: never an open proxy.
         let client = view.policy.client(conn.peer.ip(), None);
-        put(&mut ctx.event.school, &client.school);
+        set_text(&mut ctx.event.school, &client.school);
         if let Some(d) = &client.device {
             ctx.event.device = Some(d.to_string());
         }
-        put(&mut ctx.event.role, &view.policy.role(client.role).name);
+        set_text(&mut ctx.event.role, &view.policy.role(client.role).name);
         if !client.known {
             Counters::inc(&self.stats.unknown_clients);
             let e = ProxyError::UnknownClient(conn.peer.ip());
@@ -932,14 +932,6 @@ impl Finish {
     }
 }
 
-/// `s` becomes `v`, in the room `s` has: an event's strings are reused
-/// (`AccessEvent::new` fills a spare, stored event), so this allocates only
-/// when `v` is longer than anything the string held before.
-fn put(s: &mut String, v: &str) {
-    s.clear();
-    s.push_str(v);
-}
-
 pub(crate) fn apply_verdict(event: &mut AccessEvent, v: &Verdict) {
     event.action = v.action;
     event.categories = v.categories;
@@ -947,7 +939,7 @@ pub(crate) fn apply_verdict(event: &mut AccessEvent, v: &Verdict) {
     event.rule.clear();
     v.rule.push_to(&mut event.rule);
     v.write_reason(&mut event.reason);
-    put(&mut event.role, &v.role);
+    set_text(&mut event.role, &v.role);
     if let Some(t) = &v.search_terms {
         event.search_terms.clone_from(t);
     }
