@@ -191,7 +191,10 @@ impl Harness {
                 })
             }),
             state_path: state_path.clone(),
-            started_at: Timestamp::now() - SignedDuration::from_hours(50),
+            // Up since before last week began (last week starts 7 to 14 days
+            // ago), so the filter's health is known for every week a test
+            // builds, whatever the day the tests run.
+            started_at: Timestamp::now() - SignedDuration::from_hours(15 * 24 + 2),
             load_report: Some(report),
             clock: clock.clone(),
         };
