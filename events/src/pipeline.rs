@@ -34,12 +34,13 @@
 //!   bad events (at most ~2 log2(n) extra inserts for one bad event; when both
 //!   halves fail, the fault is in the schema, not an event, and both halves go),
 //!   and what fails goes to the dead-letter file with the store's message.
-//! - Each batch carries its events' journal records as bytes ([`Encoded`]),
-//!   when every event has one: the SQLite store copies them into its blocks
-//!   instead of encoding the events again. Once a batch is stored, its events
-//!   are cleared and kept for the next ones to fill (`spare`), so
-//!   their strings are not freed here and allocated again on the filter's
-//!   threads.
+//! - Each batch carries its events' journal records as bytes (`Encoded`),
+//!   when every event has one and the store reads them: the SQLite store
+//!   copies them into its blocks instead of encoding the events again
+//!   (ClickHouse writes rows of its own, so nothing is gathered for it). Once
+//!   a batch is stored, its events are cleared and kept for the next ones to
+//!   fill (`spare`), so their strings are not freed here and allocated again
+//!   on the filter's threads.
 //! - Shutdown (the cancellation token) closes the queue, drains it into the store
 //!   (one attempt each, bounded by `shutdown_insert_timeout`) or else into the
 //!   spool, and fsyncs the spool. Events sent after that go to the spool.
@@ -765,7 +766,7 @@ impl Batcher {
     /// A batch closed by size or time. `true` when it is safe (stored,
     /// dead-lettered or spooled), so the journal may let go of it.
     /// `slots`: the events' journal records; their bytes go with the batch
-    /// when every event has one.
+    /// when every event has one and the store reads them.
     async fn flush(&mut self, events: Vec<AccessEvent>, slots: &[Slot]) -> bool {
         if events.is_empty() {
             return true;
@@ -774,7 +775,10 @@ impl Batcher {
             // The store is down: straight to disk, keep memory bounded.
             return self.spool_or_log(events);
         }
-        let batch = Batch::new(events).with_encoded(slots.iter().map(Slot::payload).collect());
+        let mut batch = Batch::new(events);
+        if self.store.reads_journal_bytes() {
+            batch = batch.with_encoded(slots.iter().map(Slot::payload).collect());
+        }
         match self.settle(&batch).await {
             Outcome::Settled => {
                 self.backoff.succeed();

@@ -79,6 +79,12 @@ pub trait EventStore: Send + Sync + fmt::Debug {
     /// query-time dedup as the backstop). A fresh batch is not checked.
     async fn insert(&self, batch: &Batch) -> Result<(), StoreError>;
 
+    /// Whether `insert` reads a batch's journal bytes (SQLite's blocks copy
+    /// them): the batcher gathers them only for a store that does.
+    fn reads_journal_bytes(&self) -> bool {
+        false
+    }
+
     /// Flagged events of the period at or above the severity, most severe first,
     /// then newest first.
     async fn flagged(

@@ -468,6 +468,10 @@ impl EventStore for SqliteStore {
         "sqlite"
     }
 
+    fn reads_journal_bytes(&self) -> bool {
+        true
+    }
+
     async fn insert(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
