@@ -276,6 +276,17 @@ def section(a, ctx, aggs, started, load_start, load_end, argv, timing):
         "",
         report.table(aggs),
         "",
+    ]
+    paired = report.pairs(aggs)
+    if paired:
+        parts += [
+            "Pairs, repetition by repetition (both ran in the same repetition, so "
+            "their ratio moves less with the host's speed than a ratio of medians):",
+            "",
+            paired,
+            "",
+        ]
+    parts += [
         "<details><summary>Every repetition</summary>\n",
         report.raw_table(aggs),
         "\n</details>\n",

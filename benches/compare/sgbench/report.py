@@ -2,6 +2,8 @@
 
 import statistics
 
+from .workloads import INTO_CLICKHOUSE, LOG_DEFAULT, LOG_EVERY, UNRECORDED
+
 METRICS = ("rate", "p50_ms", "p99_ms", "cpu_us", "rss_mib", "load1", "other_cores",
            "client_cpu_us")
 
@@ -23,8 +25,12 @@ def aggregate(rows):
         by_rate = sorted(rs, key=lambda r: r["rate"])
         agg["note"] = by_rate[(len(by_rate) - 1) // 2]["note"] or ""
         out.append(agg)
-    # The reference in each workload: the first schoolgate row.
+    # The reference in each workload: schoolgate as shipped, else (the logging
+    # workload) its first row.
     ref = {}
+    for a in out:
+        if a["system"] == "schoolgate":
+            ref[a["workload"]] = a["rate"]
     for a in out:
         if a["system"].startswith("schoolgate") and a["workload"] not in ref:
             ref[a["workload"]] = a["rate"]
@@ -83,3 +89,69 @@ def raw_table(aggs):
                 f"{cpu_text(r['client_cpu_us'], r['unit'])} | {r['rss_mib']:,.0f} MiB | "
                 f"{r['load1']:.2f} | {r['other_cores']:.2f} | {r['note'] or ''} |")
     return "\n".join(lines)
+
+
+# Two systems read repetition by repetition. Both ran in the same repetition, a
+# minute or two apart, so their ratio moves less with the host's speed than the
+# ratio of two medians taken from different repetitions does.
+#   (label, system, against, kind): "ratio" gives throughput and CPU per op of
+#   the first as multiples of the second's; "cost" gives the throughput the
+#   first loses against the second, and the CPU per op it adds.
+PAIRS = (
+    ("schoolgate against Squid", "schoolgate", "squid", "ratio"),
+    ("every request stored (SQLite) against no events", "schoolgate", UNRECORDED, "cost"),
+    ("events into ClickHouse against no events", INTO_CLICKHOUSE, UNRECORDED, "cost"),
+    ("every query stored against no events", LOG_EVERY, UNRECORDED, "cost"),
+    ("the default logging against no events", LOG_DEFAULT, UNRECORDED, "cost"),
+    ("every query into ClickHouse against no events", INTO_CLICKHOUSE + ", every query",
+     UNRECORDED, "cost"),
+)
+
+
+def _named(system, name):
+    """`squid` names `squid 5.7`; every other name is exact."""
+    return system == name or (name == "squid" and system.startswith("squid "))
+
+
+def _pair_cells(a, b, kind):
+    if kind == "ratio":
+        rate = a["rate"] / b["rate"]
+        cpu = a["cpu_us"] / b["cpu_us"] if a["cpu_us"] and b["cpu_us"] else None
+        return rate, cpu
+    lost = 1 - a["rate"] / b["rate"]
+    added = a["cpu_us"] - b["cpu_us"] if a["cpu_us"] is not None and b["cpu_us"] is not None else None
+    return lost, added
+
+
+def _pair_text(kind, first, second):
+    """`2.90× (CPU 0.31×)` for a ratio, `−14.3% (CPU +4.8 µs)` for a cost."""
+    if kind == "ratio":
+        return f"{first:.2f}× (CPU {_num(second, '.2f')}×)"
+    extra = "" if second is None else f" (CPU {second:+.1f} µs)".replace("-", "−")
+    return f"{-first * 100:+.1f}%".replace("-", "−") + extra
+
+
+def pairs(aggs):
+    """The PAIRS table: each repetition's figure and their median, for every
+    workload where both systems ran."""
+    by = {(a["workload"], a["system"]): a for a in aggs}
+    lines = [
+        "| workload | pair: throughput (CPU per op) | each repetition | median |",
+        "|---|---|---|---|",
+    ]
+    for label, name, against, kind in PAIRS:
+        for a in aggs:
+            if not _named(a["system"], name):
+                continue
+            b = next((x for (w, s), x in by.items()
+                      if w == a["workload"] and _named(s, against)), None)
+            if b is None:
+                continue
+            cells = [_pair_cells(ra, rb, kind) for ra, rb in zip(a["reps"], b["reps"])]
+            firsts = [c[0] for c in cells]
+            seconds = [c[1] for c in cells if c[1] is not None]
+            each = "; ".join(_pair_text(kind, f, s) for f, s in cells)
+            med = _pair_text(kind, statistics.median(firsts),
+                             statistics.median(seconds) if seconds else None)
+            lines.append(f"| {a['workload']} | {label} | {each} | {med} |")
+    return "\n".join(lines) if len(lines) > 2 else ""

@@ -315,6 +315,8 @@ def run_dns(ctx):
 
 UNRECORDED = "schoolgate, no events (record = false)"
 INTO_CLICKHOUSE = "schoolgate, events into ClickHouse"
+LOG_EVERY = "schoolgate, every query stored"
+LOG_DEFAULT = "schoolgate, default (repeats within 60 s skipped)"
 
 
 def _stop_clickhouse(ctx):
@@ -349,8 +351,8 @@ def run_logging(ctx):
     ([store] record = false: the filter without monitoring, the baseline the
     others' cost is measured from)."""
     rows = []
-    for label, conf in (("schoolgate, every query stored", ctx.sg_log_every),
-                        ("schoolgate, default (repeats within 60 s skipped)", ctx.sg_log_on),
+    for label, conf in ((LOG_EVERY, ctx.sg_log_every),
+                        (LOG_DEFAULT, ctx.sg_log_on),
                         ("schoolgate, allowed events sampled out", ctx.sg_log_off),
                         (UNRECORDED, ctx.sg_log_none),
                         (INTO_CLICKHOUSE + ", every query", ctx.sg_log_ch)):
@@ -466,13 +468,17 @@ def _http_systems(ctx):
             ctx.squid = peers.start_squid(ctx.work, ctx.derived)
         return [ctx.squid, peers.start_e2guardian(ctx.work, ctx.shared_path)]
 
+    # The order puts the systems the report pairs up next to each other (the
+    # host's speed drifts over minutes): schoolgate without events just before
+    # schoolgate, Squid just after it, ClickHouse (whose server is started for it)
+    # last.
     return [
         ("nginx direct (no proxy)", lambda: [], None),
-        ("schoolgate", sg, peers.PORTS["schoolgate_proxy"]),
         (UNRECORDED, sg_unrecorded, peers.PORTS["schoolgate_proxy"]),
-        (INTO_CLICKHOUSE, sg_clickhouse, peers.PORTS["schoolgate_proxy"]),
+        ("schoolgate", sg, peers.PORTS["schoolgate_proxy"]),
         (f"squid {ctx.versions['squid']}", squid, peers.PORTS["squid"]),
         (f"e2guardian {ctx.versions['e2guardian']} + squid", e2g, peers.PORTS["e2guardian"]),
+        (INTO_CLICKHOUSE, sg_clickhouse, peers.PORTS["schoolgate_proxy"]),
     ]
 
 
