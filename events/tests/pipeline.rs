@@ -53,6 +53,37 @@ async fn batches_close_on_size_then_on_time() {
     handle.shutdown().await;
 }
 
+/// A backlog goes to the store batch after batch, with no pause between two
+/// full batches: the pause after a take is for a queue the take emptied. (With
+/// a pause after every take, the embedded store's 2,000-event batches capped the
+/// pipeline at 100,000 events a second.) The clock is tokio's paused one: it
+/// moves only when every task waits on a timer, so the time it shows counts the
+/// pauses the batcher took, not how fast this machine is.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_is_stored_batch_after_batch_without_pausing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = store_config(dir.path());
+    cfg.batch_size = Some(10);
+    cfg.queue_capacity = 2_000;
+    cfg.batch_timeout_ms = 1_000;
+    let store = Arc::new(MockStore::default());
+    let (tx, handle, _) = start(&cfg, &store);
+    let started = tokio::time::Instant::now();
+    for i in 0..1_000 {
+        assert_eq!(tx.send(event(i, 1)).expect("send"), Delivery::Queued);
+    }
+    wait_until("1,000 stored", LONG, || async { store.stored() == 1_000 }).await;
+    let paused = started.elapsed();
+    assert_eq!(*store.batch_sizes.lock().expect("sizes"), vec![10; 100]);
+    // 100 batches with a 20 ms pause between each would be 2 s; wait_until looks
+    // every 20 ms, so one look's worth is all that may pass.
+    assert!(
+        paused <= Duration::from_millis(40),
+        "the batcher paused between full batches: {paused:?} on the paused clock"
+    );
+    handle.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_record_off_events_are_counted_and_nothing_is_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
