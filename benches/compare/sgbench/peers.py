@@ -339,6 +339,20 @@ def wipe_state(state):
     shutil.rmtree(os.path.join(state, "spool"), ignore_errors=True)
 
 
+def spool_left(config):
+    """Bytes the schoolgate run from `config` left in its spool when it stopped
+    (events the store had not taken yet: replayed at the next start), from the
+    pipeline's last line in its log; 0 when there is no such line."""
+    path = os.path.join(os.path.dirname(config), "stdout.log")
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line for line in f if "event pipeline stopped" in line]
+    except OSError:
+        return 0
+    m = re.search(r"spool_bytes=(\d+)", lines[-1]) if lines else None
+    return int(m.group(1)) if m else 0
+
+
 def stored_events(config):
     """Events in the embedded store of the schoolgate run from `config`: the
     flagged rows of `events` and the rest, many to a row, in `event_blocks`."""
@@ -360,7 +374,9 @@ def start_schoolgate(binary, config, *, dns=False, proxy=False, name="schoolgate
         ready = dns_ready(PORTS["schoolgate_dns"], "ready.bench.test")
     else:
         ready = tcp_ready(PORTS["schoolgate_proxy"])
-    env = dict(os.environ, RUST_LOG="warn")
+    # Warnings, and the event pipeline's lines (a stats line a minute, and
+    # what it left in the spool when it stopped: see spool_left).
+    env = dict(os.environ, RUST_LOG="warn,schoolgate::events=info")
     s = Server(name, [binary, "run", "--config", config], os.path.join(d, "stdout.log"),
                ready, env=env)
     s.start()

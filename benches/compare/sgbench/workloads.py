@@ -319,6 +319,12 @@ LOG_EVERY = "schoolgate, every query stored"
 LOG_DEFAULT = "schoolgate, default (repeats within 60 s skipped)"
 
 
+def _spooled_note(conf):
+    """What the run left in its spool (not lost: the next start replays it)."""
+    left = peers.spool_left(conf)
+    return f"{left / 2**20:,.1f} MiB more in the spool" if left else ""
+
+
 def _stop_clickhouse(ctx):
     """Stops the benchmark's ClickHouse. While it runs (`ctx.clickhouse`) the
     measuring windows report its CPU in the note: the server CPU/op column stays
@@ -378,7 +384,8 @@ def run_logging(ctx):
                 _stop_clickhouse(ctx)
         if conf is ctx.sg_log_none and stored:
             raise RunError(f"logging / {label}: {stored} events stored with record = false")
-        row["note"] = "; ".join(x for x in (row["note"], f"{stored:,} events stored") if x)
+        row["note"] = "; ".join(x for x in (row["note"], f"{stored:,} events stored",
+                                            _spooled_note(conf)) if x)
         rows.append(row)
     return rows
 
