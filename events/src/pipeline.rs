@@ -72,10 +72,10 @@ use crate::store::{EventStore, StoreError};
 const SPOOL_RECORD_EVENTS: usize = 5_000;
 
 /// The batcher's pause after a take that emptied the queue (or `batch_timeout`,
-/// if shorter). A take that filled the batch is followed by the next at once, so
-/// a backlog drains batch after batch; and the queue's 16 Ki default holds this
-/// long of more than 800,000 events a second, so the pause never pushes events
-/// into the spool.
+/// if shorter). A take cut short by the batch's room is followed by the next at
+/// once: pausing after it too capped the embedded store's 2,000-event batches at
+/// 100,000 events a second. The queue's 16 Ki default holds this long of more
+/// than 800,000 events a second, so the pause never pushes events into the spool.
 const GATHER: Duration = Duration::from_millis(20);
 
 /// Knobs that are not in the school's configuration: sensible defaults, changed
@@ -638,11 +638,7 @@ impl Batcher {
                     if n == 0 {
                         break;
                     }
-                    // A take cut short by the batch's room may have left events
-                    // queued: the next take comes at once. Only a take that
-                    // emptied the queue pauses (with the pause after every take,
-                    // the embedded store's batches of 2,000 capped the pipeline at
-                    // 100,000 events a second, and a faster filter spooled).
+                    // Only a take that emptied the queue pauses (see `GATHER`).
                     if n < room {
                         gather_until = Some(Instant::now() + gather);
                     }

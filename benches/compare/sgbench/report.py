@@ -109,18 +109,16 @@ PAIRS = (
 
 
 def _named(system, name):
-    """`squid` names `squid 5.7`; every other name is exact."""
-    return system == name or (name == "squid" and system.startswith("squid "))
+    """A system is named by its name, with or without a version after it
+    (`squid` names `squid 5.7`)."""
+    return system == name or system.startswith(name + " ")
 
 
 def _pair_cells(a, b, kind):
+    cpu = a["cpu_us"] is not None and b["cpu_us"] is not None
     if kind == "ratio":
-        rate = a["rate"] / b["rate"]
-        cpu = a["cpu_us"] / b["cpu_us"] if a["cpu_us"] and b["cpu_us"] else None
-        return rate, cpu
-    lost = 1 - a["rate"] / b["rate"]
-    added = a["cpu_us"] - b["cpu_us"] if a["cpu_us"] is not None and b["cpu_us"] is not None else None
-    return lost, added
+        return a["rate"] / b["rate"], a["cpu_us"] / b["cpu_us"] if cpu and b["cpu_us"] else None
+    return 1 - a["rate"] / b["rate"], a["cpu_us"] - b["cpu_us"] if cpu else None
 
 
 def _pair_text(kind, first, second):
@@ -134,7 +132,6 @@ def _pair_text(kind, first, second):
 def pairs(aggs):
     """The PAIRS table: each repetition's figure and their median, for every
     workload where both systems ran."""
-    by = {(a["workload"], a["system"]): a for a in aggs}
     lines = [
         "| workload | pair: throughput (CPU per op) | each repetition | median |",
         "|---|---|---|---|",
@@ -143,8 +140,8 @@ def pairs(aggs):
         for a in aggs:
             if not _named(a["system"], name):
                 continue
-            b = next((x for (w, s), x in by.items()
-                      if w == a["workload"] and _named(s, against)), None)
+            b = next((x for x in aggs
+                      if x["workload"] == a["workload"] and _named(x["system"], against)), None)
             if b is None:
                 continue
             cells = [_pair_cells(ra, rb, kind) for ra, rb in zip(a["reps"], b["reps"])]
