@@ -269,6 +269,8 @@ def section(a, ctx, aggs, started, load_start, load_end, argv, timing):
         f"{a.http_seconds} s each, wrk 1 thread × {ctx.wrk_connections} connections, dnsperf "
         f"4 clients × 200 outstanding",
         f"- duration: {timing[0]:.0f} s, of which {timing[1]:.0f} s installing and building",
+    ] + ([f"- ClickHouse's data: on {peers.CLICKHOUSE_FS['note']}"]
+         if peers.CLICKHOUSE_FS["note"] else []) + [
         f"- load average (1/5/15 min) at start {load_start[0]:.2f}/{load_start[1]:.2f}/{load_start[2]:.2f}, "
         f"at end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f}. Servers, load generators "
         f"and other people's builds share the same cores: see `other CPU` per row before "
@@ -344,6 +346,7 @@ def main(argv=None):
     finally:
         workloads.kill_loadgens()
         servers.stop_all()
+        peers.unmount_clickhouse_fs()
         left = leftovers(a.work)
         for pid, cmd in left:
             try:
