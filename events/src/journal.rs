@@ -10,8 +10,8 @@
 //!
 //! # Format
 //!
-//! Segment files `<id:020>.jnl` of a fixed size, allocated when created. Records
-//! follow each other at 8-byte aligned offsets:
+//! Segment files `<id:020>.jnl` of a fixed size, allocated when created (or
+//! reused, see invariant 6). Records follow each other at 8-byte aligned offsets:
 //!
 //! ```text
 //! [state: u32][len: u32][crc32(payload): u32][format: u32][payload: len bytes][padding]
@@ -32,13 +32,19 @@
 //!    recovered only if its state is [`COMMITTED`] and its checksum matches.
 //! 3. The batcher marks a record [`DONE`] only once the batch holding its event is
 //!    safe: stored, dead-lettered, or in the spool.
-//! 4. A segment's file is deleted only when writers have moved on from it and every
-//!    record reserved in it is [`DONE`] (`open` counts the records not yet done,
-//!    plus one while the segment is the one being written).
+//! 4. A segment's file is deleted or kept for reuse only when writers have moved
+//!    on from it and every record reserved in it is [`DONE`] (`open` counts the
+//!    records not yet done, plus one while the segment is the one being written),
+//!    and only once nothing refers to the segment any more (its `Drop`).
 //! 5. At start-up the segments an earlier run left are read (plain reads, not
 //!    mapped) and never written again: new segments are numbered after them. The
 //!    caller puts what they hold into the spool, `fsync`s it, and only then deletes
 //!    them; this happens whether or not the journal is on for the new run.
+//! 6. A finished segment kept for reuse (at most [`SPARES`]) is first renamed
+//!    `<id:020>.spare`, a name start-up never reads (it holds no record that is
+//!    not done, and `open` deletes what a crash left), then zeroed, and only then
+//!    renamed to the next segment's name. A reused segment thus reads like a new
+//!    one: zeros after its last record, never an old record's bytes.
 //!
 //! # What a crash leaves
 //!
@@ -54,8 +60,20 @@
 //! # Memory
 //!
 //! The mapping's pages count in the process's resident set as they are written,
-//! so segments are small (1 MiB by default) and deleted as soon as the batcher is
-//! done with them: with a store that keeps up, two segments at most are resident.
+//! so segments are small (1 MiB by default) and let go of as soon as the batcher
+//! is done with them: with a store that keeps up, two segments at most are
+//! resident, plus up to [`SPARES`] kept for reuse.
+//!
+//! # Why reuse
+//!
+//! A new segment costs a file created and allocated, a mapping made, and a page
+//! fault on the writing thread for every page its first records touch (the
+//! kernel finds or allocates the page and marks it writable); a finished one
+//! costs its unmapping and deletion. Under load that was about a fiftieth of a
+//! proxied request's CPU (`perf` in `benches/RESULTS.md`, "The journal reuses its
+//! segments"). A reused segment's pages are already mapped, present and
+//! writable, and zeroing them happens on the thread that finished the segment
+//! (the batcher), not on a hot path.
 
 // The one place in schoolgate that writes through a raw pointer: a shared memory
 // map cannot be written any other way, and the alternative (a system call per
@@ -66,6 +84,7 @@
 use std::cell::RefCell;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,6 +110,11 @@ pub const FORMAT_POSTCARD: u32 = 2;
 /// Smallest segment accepted: below this, rotation would dominate.
 pub const MIN_SEGMENT: usize = 64 << 10;
 const EXT: &str = "jnl";
+/// Extension of a finished segment kept for reuse (invariant 6).
+const SPARE_EXT: &str = "spare";
+/// Finished segments kept for reuse: enough for a store that keeps up (one being
+/// finished while another is written), few enough to bound the memory they hold.
+pub const SPARES: usize = 2;
 
 /// Why the journal could not take an event. The event is still queued; only its
 /// protection against the process dying is lost, so callers log and go on.
@@ -164,6 +188,21 @@ pub struct Journal {
     current: ArcSwap<Segment>,
     /// The next segment id; held only while a full segment is replaced.
     rotate: Mutex<u64>,
+    spares: Arc<Spares>,
+}
+
+/// Finished segments, renamed and zeroed, waiting to be the next current one.
+#[derive(Debug, Default)]
+struct Spares {
+    list: Mutex<Vec<Spare>>,
+    /// Set when the journal stops: finished segments are deleted, not kept.
+    closing: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Spare {
+    path: PathBuf,
+    map: MmapRaw,
 }
 
 /// Where one event's record lies: travels with the event through the queue, and
@@ -177,13 +216,14 @@ pub struct Slot {
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
-    map: MmapRaw,
+    /// Taken out only in `Drop`, to be unmapped or kept for reuse.
+    map: ManuallyDrop<MmapRaw>,
     /// Next free byte; may run past the end (a failed reservation).
     cursor: AtomicUsize,
     /// Records reserved and not yet done, plus one while this is the current
     /// segment (invariant 4).
     open: AtomicUsize,
-    deleted: AtomicBool,
+    spares: Arc<Spares>,
 }
 
 thread_local! {
@@ -249,13 +289,16 @@ impl Journal {
         after: &Recovered,
     ) -> Result<Journal, JournalError> {
         fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))?;
+        delete_spares(dir);
         let segment_bytes = segment_bytes.max(MIN_SEGMENT) & !7;
-        let first = Segment::create(dir, after.next_id, segment_bytes)?;
+        let spares = Arc::new(Spares::default());
+        let first = Segment::create(dir, after.next_id, segment_bytes, &spares)?;
         Ok(Journal {
             dir: dir.to_owned(),
             segment_bytes,
             current: ArcSwap::from_pointee(first),
             rotate: Mutex::new(after.next_id + 1),
+            spares,
         })
     }
 
@@ -301,15 +344,18 @@ impl Journal {
 
     /// Puts a new segment in place of `full` (unless another writer already did).
     fn replace_full(&self, full: &Arc<Segment>) -> Result<(), JournalError> {
-        let mut next = self.rotate.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = lock(&self.rotate);
         if !Arc::ptr_eq(&self.current.load(), full) {
             return Ok(());
         }
-        let segment = Segment::create(&self.dir, *next, self.segment_bytes)?;
+        let segment = match self.spares.take(&self.dir, *next) {
+            Some(reused) => reused,
+            None => Segment::create(&self.dir, *next, self.segment_bytes, &self.spares)?,
+        };
         *next += 1;
         self.current.store(Arc::new(segment));
         drop(next);
-        // No longer the current segment: deleted once its records are done.
+        // No longer the current segment: let go of once its records are done.
         full.release();
         Ok(())
     }
@@ -330,6 +376,8 @@ impl Drop for Journal {
     /// A clean stop: the current segment goes once its records are done (at once
     /// when they all are); records never done keep their file for the next start.
     fn drop(&mut self) {
+        self.spares.closing.store(true, Ordering::Release);
+        self.spares.clear();
         self.current.load().release();
     }
 }
@@ -358,7 +406,12 @@ impl Slot {
 }
 
 impl Segment {
-    fn create(dir: &Path, id: u64, len: usize) -> Result<Segment, JournalError> {
+    fn create(
+        dir: &Path,
+        id: u64,
+        len: usize,
+        spares: &Arc<Spares>,
+    ) -> Result<Segment, JournalError> {
         let path = dir.join(format!("{id:020}.{EXT}"));
         let file = OpenOptions::new()
             .read(true)
@@ -372,13 +425,18 @@ impl Segment {
         })?;
         let map = MmapRaw::map_raw(&file).map_err(|e| JournalError::io(&path, e))?;
         debug!(path = %path.display(), "event journal: new segment");
-        Ok(Segment {
+        Ok(Segment::current(path, map, spares))
+    }
+
+    /// A segment about to become the current one (`open` holds its "current" one).
+    fn current(path: PathBuf, map: MmapRaw, spares: &Arc<Spares>) -> Segment {
+        Segment {
             path,
-            map,
+            map: ManuallyDrop::new(map),
             cursor: AtomicUsize::new(0),
             open: AtomicUsize::new(1),
-            deleted: AtomicBool::new(false),
-        })
+            spares: Arc::clone(spares),
+        }
     }
 
     /// Copies `record` to `offset` and publishes it (invariant 2).
@@ -415,13 +473,100 @@ impl Segment {
         unsafe { AtomicU32::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u32>()) }
     }
 
-    /// One reservation (or the "current" hold) less; the last one deletes the file.
+    /// One reservation (or the "current" hold) less.
     fn release(&self) {
-        if self.open.fetch_sub(1, Ordering::AcqRel) == 1
-            && !self.deleted.swap(true, Ordering::AcqRel)
-            && let Err(e) = fs::remove_file(&self.path)
-        {
-            warn!(path = %self.path.display(), error = %e, "event journal: could not delete a finished segment");
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Segment {
+    /// Nothing refers to the segment any more. Finished (every record done, no
+    /// longer current): kept for reuse or deleted. Otherwise its file stays for
+    /// the next start to recover (invariant 4).
+    fn drop(&mut self) {
+        // SAFETY: `map` is never used again: the segment is being dropped.
+        let map = unsafe { ManuallyDrop::take(&mut self.map) };
+        if self.open.load(Ordering::Acquire) == 0 {
+            self.spares.keep(&self.path, map);
+        }
+    }
+}
+
+impl Spares {
+    /// Keeps a finished segment for reuse (invariant 6), or deletes it when
+    /// enough are kept or the journal is stopping.
+    fn keep(&self, path: &Path, map: MmapRaw) {
+        let room = |list: &Vec<Spare>| list.len() < SPARES && !self.closing.load(Ordering::Acquire);
+        if !room(&lock(&self.list)) {
+            return delete(path);
+        }
+        let spare = path.with_extension(SPARE_EXT);
+        if let Err(e) = fs::rename(path, &spare) {
+            warn!(path = %path.display(), error = %e, "event journal: could not set a finished segment aside");
+            return delete(path);
+        }
+        // SAFETY: the mapping is this segment's alone (its last reference is
+        // being dropped), `len` bytes long, and the file behind it is allocated,
+        // so the stores cannot fault for want of disk space.
+        unsafe { std::ptr::write_bytes(map.as_mut_ptr(), 0, map.len()) };
+        let mut list = lock(&self.list);
+        if room(&list) {
+            list.push(Spare { path: spare, map });
+        } else {
+            drop(list);
+            delete(&spare);
+        }
+    }
+
+    /// A kept segment renamed to segment `id`, ready to be written; `None` when
+    /// none is kept (or the rename failed: a new one is made instead).
+    fn take(self: &Arc<Self>, dir: &Path, id: u64) -> Option<Segment> {
+        let Spare { path: spare, map } = lock(&self.list).pop()?;
+        let path = dir.join(format!("{id:020}.{EXT}"));
+        if let Err(e) = fs::rename(&spare, &path) {
+            warn!(path = %spare.display(), error = %e, "event journal: could not reuse a segment");
+            delete(&spare);
+            return None;
+        }
+        debug!(path = %path.display(), "event journal: segment reused");
+        Some(Segment::current(path, map, self))
+    }
+
+    fn clear(&self) {
+        for spare in lock(&self.list).drain(..) {
+            delete(&spare.path);
+        }
+    }
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn delete(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "event journal: could not delete a finished segment");
+        }
+    }
+}
+
+/// Deletes the spares a crash left in `dir` (they hold no record not done).
+fn delete_spares(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        if path.extension().is_some_and(|x| x == SPARE_EXT) {
+            delete(&path);
         }
     }
 }

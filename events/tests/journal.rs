@@ -75,6 +75,125 @@ fn records_not_done_are_recovered_and_finished_segments_deleted() {
     );
 }
 
+/// Files in `dir` with extension `ext`, and their inode numbers.
+fn files(dir: &std::path::Path, ext: &str) -> Vec<(std::path::PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .expect("read the journal dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .map(|p| {
+            let ino = std::fs::metadata(&p).expect("metadata").ino();
+            (p, ino)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn finished_segments_are_zeroed_reused_and_never_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = Journal::open(
+        dir.path(),
+        64 << 10,
+        &journal::recover(dir.path()).expect("recover"),
+    )
+    .expect("open");
+    // Five or so segments' worth, done once all are written (a batcher behind
+    // the writers): the finished ones are set aside, as many as are kept, the
+    // rest deleted.
+    let slots: Vec<_> = (0..1_300)
+        .map(|i| j.append(&event(i, SPACING)).expect("append"))
+        .collect();
+    assert!(
+        j.segments() > journal::SPARES + 1,
+        "{} segments",
+        j.segments()
+    );
+    slots.into_iter().for_each(|s| s.done());
+    let spares = files(dir.path(), "spare");
+    assert_eq!(spares.len(), journal::SPARES, "{spares:?}");
+    assert_eq!(j.segments(), 1, "only the current segment keeps its name");
+    for (path, _) in &spares {
+        let bytes = std::fs::read(path).expect("read a spare");
+        assert_eq!(bytes.len(), 64 << 10);
+        assert!(
+            bytes.iter().all(|b| *b == 0),
+            "{} still holds old records",
+            path.display()
+        );
+    }
+    // The next segments are the spares under new names, not new files.
+    let kept: Vec<_> = (2_000..2_800)
+        .map(|i| j.append(&event(i, SPACING)).expect("append"))
+        .collect();
+    let spare_inodes: BTreeSet<u64> = spares.iter().map(|(_, ino)| *ino).collect();
+    let reused = files(dir.path(), "jnl")
+        .into_iter()
+        .filter(|(_, ino)| spare_inodes.contains(ino))
+        .count();
+    assert_eq!(reused, journal::SPARES, "both spares written again");
+    // A crash now: exactly the records not done come back, nothing of the old.
+    std::mem::forget(kept);
+    std::mem::forget(j);
+    let recovered = journal::recover(dir.path()).expect("recover");
+    assert_eq!(recovered.torn, 0);
+    assert_eq!(
+        ids(&recovered.records),
+        (2_000..2_800).collect::<Vec<u64>>()
+    );
+}
+
+#[test]
+fn spares_a_crash_left_are_never_read_and_are_deleted_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = Journal::open(
+        dir.path(),
+        64 << 10,
+        &journal::recover(dir.path()).expect("recover"),
+    )
+    .expect("open");
+    std::mem::forget(j.append(&event(1, SPACING)).expect("append"));
+    std::mem::forget(j);
+    // A crash between setting a segment aside and zeroing it: the spare can
+    // hold records (here one even left open, which a spare never has).
+    let (jnl, _) = files(dir.path(), "jnl").pop().expect("the segment");
+    std::fs::rename(&jnl, jnl.with_extension("spare")).expect("rename");
+    let recovered = journal::recover(dir.path()).expect("recover");
+    assert!(recovered.records.is_empty(), "a spare was read at start-up");
+    let j2 = Journal::open(dir.path(), 64 << 10, &recovered).expect("reopen");
+    assert!(
+        files(dir.path(), "spare").is_empty(),
+        "the spare was deleted"
+    );
+    drop(j2);
+}
+
+#[test]
+fn a_clean_stop_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = Journal::open(
+        dir.path(),
+        64 << 10,
+        &journal::recover(dir.path()).expect("recover"),
+    )
+    .expect("open");
+    let slots: Vec<_> = (0..1_300)
+        .map(|i| j.append(&event(i, SPACING)).expect("append"))
+        .collect();
+    // Done partly before the stop, partly after (the batcher finishing last).
+    let mut slots = slots.into_iter();
+    slots.by_ref().take(900).for_each(|s| s.done());
+    drop(j);
+    slots.for_each(|s| s.done());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[test]
 fn concurrent_writers_never_overlap() {
     let dir = tempfile::tempdir().expect("tempdir");
