@@ -6,6 +6,13 @@
 //! `cargo bench -p schoolgate-events --bench ingest` (`EVENTS=n` to change the
 //! count; default 400 000 for ClickHouse, 200 000 for SQLite; `ONLY=journal`,
 //! `null`, `clickhouse` or `sqlite` to run one part).
+//!
+//! The ClickHouse server keeps its data in a temporary directory, so under
+//! `TMPDIR`. Where that is ext4 without a journal (this project's VM disk),
+//! creating ClickHouse's part files is slow and the ClickHouse figures drop
+//! and scatter; put `TMPDIR` on a journaled file system for figures that stand
+//! for a server (`benches/RESULTS.md`, "ClickHouse's slow inserts were the
+//! disk's file system").
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
