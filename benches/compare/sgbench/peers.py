@@ -256,7 +256,7 @@ def clickhouse_query(sql):
 
 # Where this run's ClickHouse keeps its parts, and why (for the report); set by
 # the first `start_clickhouse`, undone by `unmount_clickhouse_fs`.
-CLICKHOUSE_FS = {"note": None, "mount": None}
+CLICKHOUSE_FS = {"note": None, "mount": None, "image": None}
 
 
 def _mount_of(path):
@@ -274,15 +274,11 @@ def _mount_of(path):
     return best
 
 
-def _ext4_without_journal(path):
-    """True when `path` is on ext4 mounted without a journal (no jbd2 entry for
-    its device)."""
-    _, device, fstype = _mount_of(path)
-    if fstype != "ext4":
-        return False
+def _has_journal(device):
+    """True when the kernel keeps a journal (a jbd2 entry) for `device`."""
     name = os.path.basename(device)
     journals = os.listdir("/proc/fs/jbd2") if os.path.isdir("/proc/fs/jbd2") else []
-    return not any(j.rsplit("-", 1)[0] == name for j in journals)
+    return any(j.rsplit("-", 1)[0] == name for j in journals)
 
 
 def _clickhouse_data_root(d):
@@ -299,8 +295,9 @@ def _clickhouse_data_root(d):
     run; otherwise into the work directory as it is, said in the report."""
     if CLICKHOUSE_FS["note"] is not None:
         return CLICKHOUSE_FS["mount"] or d
-    if not _ext4_without_journal(d):
-        CLICKHOUSE_FS["note"] = f"the work directory ({_mount_of(d)[2]})"
+    _, device, fstype = _mount_of(d)
+    if fstype != "ext4" or _has_journal(device):
+        CLICKHOUSE_FS["note"] = f"the work directory ({fstype})"
         return d
     if os.geteuid() != 0 or shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None:
         CLICKHOUSE_FS["note"] = ("the work directory, on ext4 without a journal (not root or no "
@@ -314,7 +311,7 @@ def _clickhouse_data_root(d):
         f.truncate(16 << 30)  # sparse: only what ClickHouse writes takes disk space
     subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
     subprocess.run(["mount", "-o", "loop", image, mount], check=True)
-    CLICKHOUSE_FS["mount"] = mount
+    CLICKHOUSE_FS.update(mount=mount, image=image)
     CLICKHOUSE_FS["note"] = ("a journaled ext4 image mounted by loop (the work directory's disk "
                              "is ext4 without a journal, where file creation is slow)")
     return mount
@@ -322,11 +319,10 @@ def _clickhouse_data_root(d):
 
 def unmount_clickhouse_fs():
     """Undoes the mount `start_clickhouse` made, once its server has stopped."""
-    mount = CLICKHOUSE_FS["mount"]
-    if mount:
-        subprocess.run(["umount", mount], check=False)
-        os.remove(os.path.join(os.path.dirname(mount), "ext4.img"))
-        CLICKHOUSE_FS["mount"] = None
+    if CLICKHOUSE_FS["mount"]:
+        subprocess.run(["umount", CLICKHOUSE_FS["mount"]], check=False)
+        os.remove(CLICKHOUSE_FS["image"])
+        CLICKHOUSE_FS.update(mount=None, image=None)
 
 
 def start_clickhouse(work):
