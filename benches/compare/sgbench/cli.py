@@ -27,11 +27,12 @@ TOOLS = {
     "squid": "squid", "e2guardian": "e2guardian", "squidGuard": "squidguard",
     "unbound": "unbound", "dnsmasq": "dnsmasq-base", "nginx": "nginx", "nsd": "nsd",
     "dnsperf": "dnsperf", "wrk": "wrk", "curl": "curl", "openssl": "openssl",
-    "clickhouse-server": "clickhouse-server",
+    "clickhouse-server": "clickhouse-server", "haproxy": "haproxy",
 }
 VERSIONED = {"squid": "squid", "e2guardian": "e2guardian", "squidguard": "squidguard",
              "unbound": "unbound", "dnsmasq": "dnsmasq-base", "nginx": "nginx", "nsd": "nsd",
-             "dnsperf": "dnsperf", "wrk": "wrk", "clickhouse": "clickhouse-server"}
+             "dnsperf": "dnsperf", "wrk": "wrk", "clickhouse": "clickhouse-server",
+             "haproxy": "haproxy"}
 
 
 class SetupError(RuntimeError):
@@ -42,7 +43,8 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="benches/compare/run",
         description="schoolgate side by side with Squid, e2guardian, squidGuard, unbound "
-                    "and dnsmasq on this machine (loopback only, bounded load).")
+                    "and dnsmasq, and HAProxy as a reference, on this machine (loopback "
+                    "only, bounded load).")
     ap.add_argument("--quick", action="store_true",
                     help="one repetition, short runs, 100k classifier lines (about 2 minutes)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
@@ -259,7 +261,8 @@ def section(a, ctx, aggs, started, load_start, load_end, argv, timing):
         f"{machine.os_release()}",
         f"- versions: {v['schoolgate']}; squid {v['squid_full']}, e2guardian {v['e2guardian_full']}, "
         f"squidGuard {v['squidguard_full']}, unbound {v['unbound_full']}, dnsmasq {v['dnsmasq_full']}, "
-        f"nginx {v['nginx_full']}, nsd {v['nsd_full']}, dnsperf {v['dnsperf_full']}, wrk {v['wrk_full']}",
+        f"nginx {v['nginx_full']}, nsd {v['nsd_full']}, dnsperf {v['dnsperf_full']}, wrk {v['wrk_full']}, "
+        f"haproxy {v['haproxy_full']}",
         f"- shared blocklist (DNS and proxy workloads): {meta['size']:,} names = {meta['real']:,} "
         f"real (UT1 pupil categories, Block List Project, porntop; subdomains of listed names "
         f"removed) + {meta['synthetic']:,} synthetic",

@@ -28,6 +28,7 @@ PORTS = {
     "schoolgate_proxy": 24128,
     "squid": 24328,
     "e2guardian": 24380,
+    "haproxy": 24428,
     "clickhouse_http": 24123,
     "clickhouse_tcp": 24900,
     "clickhouse_interserver": 24909,
@@ -557,6 +558,34 @@ http_access deny all
 """)
     return Server(name, ["squid", "-N", "-f", conf], os.path.join(d, "stdout.log"),
                   tcp_ready(port), pid_files=[f"{d}/squid.pid"]).start()
+
+
+def start_haproxy(work, threads):
+    """HAProxy in front of nginx with `threads` threads, filtering nothing: what a
+    fast general-purpose proxy gets through the same load generator, origin and
+    cores. It answers the absolute-form requests wrk sends a proxy, and keeps
+    its connections to nginx alive as schoolgate and Squid do."""
+    d = _dir(work, "haproxy")
+    conf = _write(os.path.join(d, f"haproxy-{threads}.cfg"), f"""# Written by benches/compare.
+global
+    nbthread {threads}
+    # The file-descriptor limit here is 20,000: HAProxy wants eight per connection.
+    maxconn 2000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:{PORTS['haproxy']}
+    default_backend nginx
+backend nginx
+    server nginx 127.0.0.1:{PORTS['nginx']}
+""")
+    return Server(f"haproxy {threads}", ["haproxy", "-db", "-f", conf],
+                  os.path.join(d, "stdout.log"), tcp_ready(PORTS["haproxy"])).start()
 
 
 def start_e2guardian(work, shared_path):

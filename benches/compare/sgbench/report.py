@@ -2,7 +2,7 @@
 
 import statistics
 
-from .workloads import INTO_CLICKHOUSE, LOG_DEFAULT, LOG_EVERY, UNRECORDED
+from .workloads import HAPROXY_1, HAPROXY_2, INTO_CLICKHOUSE, LOG_DEFAULT, LOG_EVERY, UNRECORDED
 
 METRICS = ("rate", "p50_ms", "p99_ms", "cpu_us", "rss_mib", "load1", "other_cores",
            "client_cpu_us")
@@ -99,6 +99,9 @@ def raw_table(aggs):
 #   first loses against the second, and the CPU per op it adds.
 PAIRS = (
     ("schoolgate against Squid", "schoolgate", "squid", "ratio"),
+    ("HAProxy, 1 thread, no filtering, against Squid", HAPROXY_1, "squid", "ratio"),
+    ("HAProxy, 2 threads, no filtering, against Squid", HAPROXY_2, "squid", "ratio"),
+    ("schoolgate against HAProxy, 1 thread", "schoolgate", HAPROXY_1, "ratio"),
     ("every request stored (SQLite) against no events", "schoolgate", UNRECORDED, "cost"),
     ("events into ClickHouse against no events", INTO_CLICKHOUSE, UNRECORDED, "cost"),
     ("every query stored against no events", LOG_EVERY, UNRECORDED, "cost"),

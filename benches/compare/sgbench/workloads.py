@@ -315,6 +315,11 @@ def run_dns(ctx):
 
 UNRECORDED = "schoolgate, no events (record = false)"
 INTO_CLICKHOUSE = "schoolgate, events into ClickHouse"
+# HAProxy filters nothing: it shows what this machine, load generator and origin
+# allow a fast proxy, with one thread (as schoolgate's one proxy worker on 2
+# cores) and with one a core (its default).
+HAPROXY_1 = "haproxy, 1 thread, no filtering"
+HAPROXY_2 = "haproxy, 2 threads, no filtering"
 LOG_EVERY = "schoolgate, every query stored"
 LOG_DEFAULT = "schoolgate, default (repeats within 60 s skipped)"
 
@@ -470,6 +475,9 @@ def _http_systems(ctx):
         return [peers.start_schoolgate(ctx.binary, ctx.sg_proxy_ch, proxy=True,
                                        name=INTO_CLICKHOUSE)]
 
+    def haproxy(threads):
+        return lambda: [peers.start_haproxy(ctx.work, threads)]
+
     def e2g():
         if ctx.squid is None or not ctx.squid.alive():
             ctx.squid = peers.start_squid(ctx.work, ctx.derived)
@@ -477,12 +485,14 @@ def _http_systems(ctx):
 
     # The order puts the systems the report pairs up next to each other (the
     # host's speed drifts over minutes): schoolgate without events just before
-    # schoolgate, Squid just after it, ClickHouse (whose server is started for it)
-    # last.
+    # schoolgate, HAProxy and Squid just after it, ClickHouse (whose server is
+    # started for it) last.
     return [
         ("nginx direct (no proxy)", lambda: [], None),
         (UNRECORDED, sg_unrecorded, peers.PORTS["schoolgate_proxy"]),
         ("schoolgate", sg, peers.PORTS["schoolgate_proxy"]),
+        (HAPROXY_1, haproxy(1), peers.PORTS["haproxy"]),
+        (HAPROXY_2, haproxy(2), peers.PORTS["haproxy"]),
         (f"squid {ctx.versions['squid']}", squid, peers.PORTS["squid"]),
         (f"e2guardian {ctx.versions['e2guardian']} + squid", e2g, peers.PORTS["e2guardian"]),
         (INTO_CLICKHOUSE, sg_clickhouse, peers.PORTS["schoolgate_proxy"]),
@@ -511,7 +521,8 @@ def run_http(ctx):
                 code, body = curl(port, f"{origin}/{name}")
                 if code != 200 or len(body) != size:
                     raise RunError(f"http / {system}: {name} came back {code}, {len(body)} bytes")
-            if not direct:
+            filters = not direct and system not in (HAPROXY_1, HAPROXY_2)
+            if filters:
                 code, body = curl(port, blocked_url)
                 want, mark = BLOCK_MARKS[system.split()[0].rstrip(",")]
                 if code != want or mark not in body:
@@ -520,8 +531,9 @@ def run_http(ctx):
             cases = [("http 1 KiB html", f"{origin}/1k.html"),
                      ("http 100 KiB image", f"{origin}/100k.jpg")]
             # Without events, or with them in ClickHouse, only the page workloads:
-            # what monitoring costs a request.
-            page_only = system in (UNRECORDED, INTO_CLICKHOUSE)
+            # what monitoring costs a request. HAProxy has no block page, and is
+            # not a forward proxy for CONNECT.
+            page_only = system in (UNRECORDED, INTO_CLICKHOUSE, HAPROXY_1, HAPROXY_2)
             if not direct and not page_only:
                 cases.append(("http block page", blocked_url))
             for workload, url in cases:
