@@ -412,7 +412,7 @@ impl Segment {
         len: usize,
         spares: &Arc<Spares>,
     ) -> Result<Segment, JournalError> {
-        let path = dir.join(format!("{id:020}.{EXT}"));
+        let path = segment_path(dir, id);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -522,7 +522,7 @@ impl Spares {
     /// none is kept (or the rename failed: a new one is made instead).
     fn take(self: &Arc<Self>, dir: &Path, id: u64) -> Option<Segment> {
         let Spare { path: spare, map } = lock(&self.list).pop()?;
-        let path = dir.join(format!("{id:020}.{EXT}"));
+        let path = segment_path(dir, id);
         if let Err(e) = fs::rename(&spare, &path) {
             warn!(path = %spare.display(), error = %e, "event journal: could not reuse a segment");
             delete(&spare);
@@ -543,6 +543,10 @@ impl Drop for Spares {
     fn drop(&mut self) {
         self.clear();
     }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{EXT}"))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -320,6 +320,7 @@ INTO_CLICKHOUSE = "schoolgate, events into ClickHouse"
 # cores) and with one a core (its default).
 HAPROXY_1 = "haproxy, 1 thread, no filtering"
 HAPROXY_2 = "haproxy, 2 threads, no filtering"
+HAPROXY = (HAPROXY_1, HAPROXY_2)
 LOG_EVERY = "schoolgate, every query stored"
 LOG_DEFAULT = "schoolgate, default (repeats within 60 s skipped)"
 
@@ -521,8 +522,7 @@ def run_http(ctx):
                 code, body = curl(port, f"{origin}/{name}")
                 if code != 200 or len(body) != size:
                     raise RunError(f"http / {system}: {name} came back {code}, {len(body)} bytes")
-            filters = not direct and system not in (HAPROXY_1, HAPROXY_2)
-            if filters:
+            if not direct and system not in HAPROXY:
                 code, body = curl(port, blocked_url)
                 want, mark = BLOCK_MARKS[system.split()[0].rstrip(",")]
                 if code != want or mark not in body:
@@ -533,7 +533,7 @@ def run_http(ctx):
             # Without events, or with them in ClickHouse, only the page workloads:
             # what monitoring costs a request. HAProxy has no block page, and is
             # not a forward proxy for CONNECT.
-            page_only = system in (UNRECORDED, INTO_CLICKHOUSE, HAPROXY_1, HAPROXY_2)
+            page_only = system in (UNRECORDED, INTO_CLICKHOUSE, *HAPROXY)
             if not direct and not page_only:
                 cases.append(("http block page", blocked_url))
             for workload, url in cases:
