@@ -6,6 +6,7 @@ mod check;
 mod config_cmd;
 mod load;
 mod memory;
+mod proxy_user;
 mod run;
 
 use std::path::PathBuf;
@@ -45,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Proxy authentication: the users file (`[proxy] users_file`).
+    ProxyUser {
+        #[command(subcommand)]
+        action: ProxyUserAction,
+    },
     /// Reports for the headteacher and governors.
     Report {
         #[command(subcommand)]
@@ -70,6 +76,35 @@ enum UserAction {
         /// network-manager, esafety-lead, headteacher or viewer.
         #[arg(long)]
         role: String,
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProxyUserAction {
+    /// Add a person who may sign in to the proxy (or set a new password or
+    /// role). The password is read from standard input (prompted for on a
+    /// terminal) and stored only as an argon2 hash.
+    Add {
+        name: String,
+        /// A role of the configuration, e.g. pupil or staff.
+        #[arg(long)]
+        role: String,
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Add or update many people from a CSV export (e.g. from the MIS) with a
+    /// header row naming the columns `name`, `role` and `password`; other
+    /// columns are ignored. Nothing is written unless every row is valid.
+    Import {
+        csv: PathBuf,
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Remove a person from the users file.
+    Remove {
+        name: String,
         #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -140,6 +175,11 @@ fn main() -> ExitCode {
         Command::User {
             action: UserAction::Add { name, role, config },
         } => user_add(&config, &name, &role),
+        Command::ProxyUser { action } => match action {
+            ProxyUserAction::Add { name, role, config } => proxy_user::add(&config, &name, &role),
+            ProxyUserAction::Import { csv, config } => proxy_user::import(&config, &csv),
+            ProxyUserAction::Remove { name, config } => proxy_user::remove(&config, &name),
+        },
         Command::Report {
             action:
                 ReportAction::Weekly {
@@ -180,20 +220,28 @@ async fn db_migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn user_add(config: &std::path::Path, name: &str, role: &str) -> anyhow::Result<ExitCode> {
+/// A password from standard input: prompted for (not echoed) on a terminal,
+/// else the first line.
+fn read_password(name: &str) -> anyhow::Result<String> {
     use std::io::{BufRead, IsTerminal};
-    let mut cfg = load::read_config(config)?;
-    run::resolve_paths(&mut cfg, &load::base_dir(config));
-    let role: schoolgate_dashboard::Role = role
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--role {role}: {e}"))?;
-    let password = if std::io::stdin().is_terminal() {
-        rpassword::prompt_password(format!("password for {name}: "))?
+    if std::io::stdin().is_terminal() {
+        Ok(rpassword::prompt_password(format!(
+            "password for {name}: "
+        ))?)
     } else {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
-        line.trim_end_matches(['\n', '\r']).to_owned()
-    };
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    }
+}
+
+fn user_add(config: &std::path::Path, name: &str, role: &str) -> anyhow::Result<ExitCode> {
+    let mut cfg = load::read_config(config)?;
+    cfg.resolve_paths(&load::base_dir(config));
+    let role: schoolgate_dashboard::Role = role
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--role {role}: {e}"))?;
+    let password = read_password(name)?;
     if let Some(dir) = cfg.dashboard.state.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -216,7 +264,7 @@ async fn report_weekly(
         .parse()
         .map_err(|e| anyhow::anyhow!("--week {week}: {e}"))?;
     let mut config = load::read_config(config_path)?;
-    run::resolve_paths(&mut config, &load::base_dir(config_path));
+    config.resolve_paths(&load::base_dir(config_path));
     let (policy, _) = load::compile_config(config.clone(), config_path)?;
     let store = schoolgate_events::open_store(&config.store)?;
     let summary = schoolgate_reports::weekly_report(

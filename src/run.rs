@@ -22,35 +22,11 @@ use crate::load;
 /// How long servers get to finish in-flight work after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// Makes every relative path in the configuration relative to the config file's
-/// folder, so the filter behaves the same whatever directory it is started from.
-pub fn resolve_paths(config: &mut Config, base: &Path) {
-    let fix = |p: &mut PathBuf| {
-        if p.is_relative() {
-            *p = base.join(&*p);
-        }
-    };
-    fix(&mut config.store.path);
-    fix(&mut config.store.spool_dir);
-    fix(&mut config.store.dead_letter);
-    fix(&mut config.dashboard.state);
-    for p in [
-        &mut config.proxy.users_file,
-        &mut config.dashboard.tls_cert,
-        &mut config.dashboard.tls_key,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        fix(p);
-    }
-}
-
 pub async fn run(config_path: &Path) -> Result<()> {
     let started = Instant::now();
     let mut config = load::read_config(config_path)?;
     let base = load::base_dir(config_path);
-    resolve_paths(&mut config, &base);
+    config.resolve_paths(&base);
     for dir in [
         config.store.path.parent(),
         Some(config.store.spool_dir.as_path()),

@@ -360,3 +360,157 @@ fn curl(args: &[&str]) -> String {
         .expect("curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `schoolgate proxy-user ARGS`, with `stdin` as standard input.
+fn proxy_user(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .arg("proxy-user")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Through the proxy from `client` with `user:password` (or none): the status
+/// and the reason header.
+fn curl_as(proxy: SocketAddr, client: &str, user: Option<&str>, url: &str) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-D", "-", "-w", "%{http_code}"])
+        .args(["--max-time", "20", "--interface", client, "-x"])
+        .arg(format!("http://{proxy}"));
+    if let Some(u) = user {
+        cmd.args(["--proxy-user", u]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let reason = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-schoolgate-reason: "))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    (status, reason)
+}
+
+#[test]
+fn proxy_users_from_an_mis_export_sign_in_and_get_their_role() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gambling.txt"), "casino-test.example\n").unwrap();
+    let (pp, dp, wp) = (free_port(), free_port(), free_port());
+    let config = write_config(dir.path(), pp, dp, wp, true);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[proxy]\nworkers = 3",
+        "[proxy]\nauth = \"required\"\nusers_file = \"proxy-users.toml\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let users_file = dir.path().join("proxy-users.toml");
+
+    // An export with a bad row changes nothing, and says which lines are wrong.
+    let csv = dir.path().join("pupils.csv");
+    std::fs::write(
+        &csv,
+        "UPN,Name,Year,Role,Password\n\
+         A1,amy,9,pupil,\"sun, moon\"\n\
+         A2,bob,9,pupl,pw2\n\
+         A3,amy,9,pupil,pw3\n",
+    )
+    .unwrap();
+    let out = proxy_user(&config, &["import", csv.to_str().unwrap()], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("nothing imported; 2 rows have errors"),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 3: role `pupl` is not a role of"),
+        "{err}"
+    );
+    assert!(err.contains("line 4: amy is already on line 2"), "{err}");
+    assert!(!users_file.exists(), "a failed import writes nothing");
+
+    // The corrected export, then a member of staff added by hand.
+    std::fs::write(
+        &csv,
+        "UPN,Name,Year,Role,Password\n\
+         A1,amy,9,pupil,\"sun, moon\"\n\
+         A2,bob,9,pupil,pw2\n",
+    )
+    .unwrap();
+    let out = proxy_user(&config, &["import", csv.to_str().unwrap()], "");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.starts_with("2 proxy users from "), "{said}");
+    assert!(said.contains("2 added, 0 updated"), "{said}");
+    let out = proxy_user(&config, &["add", "sam", "--role", "staff"], "staff pass\n");
+    assert!(out.status.success(), "{out:?}");
+    let stored = std::fs::read_to_string(&users_file).unwrap();
+    assert_eq!(stored.matches("$argon2id$").count(), 3, "{stored}");
+    assert!(!stored.contains("sun, moon") && !stored.contains("staff pass"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&users_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "hashes are readable by the owner only");
+    let out = proxy_user(&config, &["add", "x", "--role", "teacher"], "pw\n");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--role teacher: role `teacher` is not a role"),
+        "{out:?}"
+    );
+
+    let running = Running::start(&config, dir.path().join("run.log"));
+    let proxy: SocketAddr = format!("127.0.0.1:{pp}").parse().unwrap();
+    wait_for_port(proxy);
+    let url = "http://www.casino-test.example/spin";
+    // The user's role wins over the network's: amy on a staff machine is a pupil.
+    let (status, reason) = curl_as(proxy, "127.0.0.3", Some("amy:sun, moon"), url);
+    assert_eq!(status, 403, "{reason}");
+    assert!(
+        reason.starts_with("blocked for pupil: gambling"),
+        "{reason}"
+    );
+    // sam on a pupil machine is staff: not blocked (and no origin to reach here).
+    let (status, reason) = curl_as(proxy, "127.0.0.2", Some("sam:staff pass"), url);
+    assert_ne!(status, 403, "{reason}");
+    assert_eq!(reason.find("blocked"), None, "{reason}");
+    // No credentials, or the wrong ones: asked to sign in.
+    assert_eq!(curl_as(proxy, "127.0.0.2", None, url).0, 407);
+    assert_eq!(curl_as(proxy, "127.0.0.2", Some("amy:wrong"), url).0, 407);
+
+    // Removed and reloaded: amy can no longer sign in; bob still can.
+    let out = proxy_user(&config, &["remove", "amy"], "");
+    assert!(out.status.success(), "{out:?}");
+    running.signal("HUP");
+    running.wait_for_log("reloaded: the new policy is in force");
+    assert_eq!(
+        curl_as(proxy, "127.0.0.3", Some("amy:sun, moon"), url).0,
+        407
+    );
+    let (status, reason) = curl_as(proxy, "127.0.0.3", Some("bob:pw2"), url);
+    assert_eq!(
+        (status, reason.starts_with("blocked for pupil")),
+        (403, true),
+        "{reason}"
+    );
+    let out = proxy_user(&config, &["remove", "amy"], "");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -277,7 +277,10 @@ impl Reloader {
     }
 
     /// As [`Reloader::reload_text`], from a parsed configuration.
-    pub fn reload(&self, config: Config) -> Result<LoadReport, ReloadError> {
+    pub fn reload(&self, mut config: Config) -> Result<LoadReport, ReloadError> {
+        // As at start: a relative users file (or store) path is the config
+        // folder's, not the working directory's (`/` under systemd).
+        config.resolve_paths(&self.base_dir);
         let (policy, report) = compile(config, &self.base_dir, &self.cache_dir)?;
         if !report.is_complete() {
             return Err(ReloadError::Lists(report.failures()));

@@ -87,3 +87,34 @@ fn a_missing_list_is_reported_and_refuses_a_reload() {
     reloader.reload(good).unwrap();
     assert_ne!(std::sync::Arc::as_ptr(&handle.load_full()), before);
 }
+
+#[test]
+fn a_reload_reads_relative_paths_from_the_config_folder_as_the_start_did() {
+    let good = config("");
+    let (policy, _) = compile(good, Path::new("."), Path::new("/nonexistent")).unwrap();
+    let handle = shared(policy);
+    let reloader = Reloader {
+        shared: handle.clone(),
+        base_dir: "/etc/schoolgate".into(),
+        cache_dir: "/nonexistent".into(),
+    };
+    reloader
+        .reload_text(
+            "t.toml",
+            "[proxy]\nauth = \"required\"\nusers_file = \"proxy-users.toml\"\n\
+             [store]\npath = \"/var/lib/schoolgate/events.sqlite\"\n\
+             [roles.guest]\nblock = [\"gambling\"]\n",
+        )
+        .unwrap();
+    let after = handle.load_full();
+    let config = after.config();
+    assert_eq!(
+        config.proxy.users_file.as_deref(),
+        Some(Path::new("/etc/schoolgate/proxy-users.toml")),
+        "not the working directory's"
+    );
+    assert_eq!(
+        config.store.path,
+        Path::new("/var/lib/schoolgate/events.sqlite")
+    );
+}

@@ -90,16 +90,8 @@ impl Users {
         let file: UsersFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let mut by_name = HashMap::with_capacity(file.user.len());
         for (i, u) in file.user.into_iter().enumerate() {
-            if u.name.is_empty() || u.name.contains(':') {
-                return Err(err(format!(
-                    "user[{i}]: name must be non-empty without `:`"
-                )));
-            }
-            if PasswordHash::new(&u.hash).is_err() {
-                return Err(err(format!(
-                    "user[{i}] ({}): hash is not an argon2 PHC string (never a plain password)",
-                    u.name
-                )));
+            if let Err(why) = check_entry(&u.name, &u.hash) {
+                return Err(err(format!("user[{i}] ({}): {why}", u.name.escape_debug())));
             }
             let name: Arc<str> = u.name.as_str().into();
             let user = User {
@@ -138,6 +130,125 @@ impl User {
             Err(_) => false,
         }
     }
+}
+
+/// Checks one entry before it goes into a users file: the name a browser can
+/// send (non-empty, no `:`, no control characters) and a usable hash.
+pub fn check_entry(name: &str, hash: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "name `{}` must be non-empty, without `:` or control characters",
+            name.escape_debug()
+        ));
+    }
+    check_hash(hash)
+}
+
+/// One person for [`upsert`]: name, role and argon2 hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUser {
+    pub name: String,
+    pub role: String,
+    pub hash: String,
+}
+
+/// The users file's text with `users` added, or replacing the entries of the
+/// same name (their role and hash; in place, so the file keeps its order).
+/// Comments and everything else are kept. Returns the new text and how many
+/// entries were replaced; the result is checked as [`Users::parse`] would.
+pub fn upsert(path: &str, text: &str, users: &[NewUser]) -> Result<(String, usize), UsersError> {
+    let err = |message: String| UsersError::Parse {
+        path: path.to_owned(),
+        message,
+    };
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| err(e.to_string()))?;
+    let list = doc
+        .entry("user")
+        .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .ok_or_else(|| err("`user` is not a list of [[user]] tables".to_owned()))?;
+    let mut replaced = 0;
+    for u in users {
+        check_entry(&u.name, &u.hash).map_err(&err)?;
+        let existing = list
+            .iter_mut()
+            .find(|t| t.get("name").and_then(|v| v.as_str()) == Some(u.name.as_str()));
+        match existing {
+            Some(table) => {
+                table["role"] = toml_edit::value(u.role.as_str());
+                table["hash"] = toml_edit::value(u.hash.as_str());
+                replaced += 1;
+            }
+            None => {
+                let mut table = toml_edit::Table::new();
+                table["name"] = toml_edit::value(u.name.as_str());
+                table["role"] = toml_edit::value(u.role.as_str());
+                table["hash"] = toml_edit::value(u.hash.as_str());
+                list.push(table);
+            }
+        }
+    }
+    let out = doc.to_string();
+    Users::parse(path, &out)?;
+    Ok((out, replaced))
+}
+
+/// The users file's text without `name`'s entry; `false` when there was none.
+pub fn remove(path: &str, text: &str, name: &str) -> Result<(String, bool), UsersError> {
+    let err = |message: String| UsersError::Parse {
+        path: path.to_owned(),
+        message,
+    };
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| err(e.to_string()))?;
+    let Some(list) = doc.get_mut("user").and_then(|i| i.as_array_of_tables_mut()) else {
+        return Ok((text.to_owned(), false));
+    };
+    let before = list.len();
+    list.retain(|t| t.get("name").and_then(|v| v.as_str()) != Some(name));
+    let removed = list.len() < before;
+    Ok((doc.to_string(), removed))
+}
+
+/// Most memory one login may take (argon2's `m`, KiB): 256 MiB, thirteen times
+/// what `hash_password` uses. Every login attempt costs what the hash names, so
+/// a hash past these (a typo, another tool's settings) would let a few clients
+/// exhaust the proxy's memory or time.
+const MAX_M_COST_KIB: u32 = 256 * 1024;
+/// Most passes (`t`) and lanes (`p`) a stored hash may ask for.
+const MAX_T_COST: u32 = 16;
+const MAX_P_COST: u32 = 16;
+
+/// Why a stored hash cannot be used: not a PHC string, not argon2 (it would
+/// never verify, a silent lockout), or costs too high to verify safely.
+fn check_hash(hash: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(hash)
+        .map_err(|_| "hash is not an argon2 PHC string (never a plain password)".to_owned())?;
+    if argon2::Algorithm::try_from(parsed.algorithm).is_err() {
+        return Err(format!(
+            "hash uses `{}`, not argon2id, argon2i or argon2d: it could never verify",
+            parsed.algorithm
+        ));
+    }
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|e| format!("hash has invalid argon2 parameters: {e}"))?;
+    if params.m_cost() > MAX_M_COST_KIB
+        || params.t_cost() > MAX_T_COST
+        || params.p_cost() > MAX_P_COST
+    {
+        return Err(format!(
+            "hash asks for m={} KiB, t={}, p={}: over the limits (m={MAX_M_COST_KIB}, \
+             t={MAX_T_COST}, p={MAX_P_COST}) that keep logins from exhausting the proxy; \
+             hash again with `schoolgate hash-password`",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
+    Ok(())
 }
 
 /// Hashes a password for the users file (argon2id, default parameters, random
@@ -182,6 +293,116 @@ mod tests {
         assert!(Users::parse("users.toml", plain).is_err());
         let typo = format!("[[user]]\nname = \"c\"\nrole = \"staff\"\npasword = \"{hash}\"\n");
         assert!(Users::parse("users.toml", &typo).is_err());
+    }
+
+    /// A valid argon2id hash with the given costs (the digest is not checked
+    /// until a login).
+    fn hash_with(m: u32, t: u32, p: u32) -> String {
+        format!(
+            "$argon2id$v=19$m={m},t={t},p={p}$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
+        )
+    }
+
+    fn users_file(name: &str, hash: &str) -> String {
+        format!("[[user]]\nname = \"{name}\"\nrole = \"staff\"\nhash = \"{hash}\"\n")
+    }
+
+    #[test]
+    fn hashes_another_algorithm_or_too_costly_are_refused_with_the_reason() {
+        assert!(Users::parse("u.toml", &users_file("amy", &hash_with(19456, 2, 1))).is_ok());
+        let pbkdf2 = "$pbkdf2-sha256$i=600000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        let e = Users::parse("u.toml", &users_file("amy", pbkdf2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("user[0] (amy)") && e.contains("pbkdf2-sha256"),
+            "{e}"
+        );
+        let e = Users::parse("u.toml", &users_file("amy", &hash_with(4 << 20, 2, 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m=4194304 KiB") && e.contains("over the limits"),
+            "{e}"
+        );
+        let e = Users::parse("u.toml", &users_file("amy", &hash_with(19456, 100, 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t=100"), "{e}");
+        let e = Users::parse("u.toml", &users_file("a\\u0007b", &hash_with(19456, 2, 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control characters"), "{e}");
+    }
+
+    #[test]
+    fn upsert_adds_and_replaces_in_place_keeping_comments() {
+        let text = format!(
+            "# exported from the MIS\n{}\n# staff\n{}",
+            users_file("amy", &hash_with(19456, 2, 1)),
+            users_file("ben", &hash_with(19456, 2, 1)).replace("staff", "pupil")
+        );
+        let new = [
+            NewUser {
+                name: "amy".into(),
+                role: "pupil".into(),
+                hash: hash_with(19456, 3, 1),
+            },
+            NewUser {
+                name: "cat".into(),
+                role: "guest".into(),
+                hash: hash_with(19456, 2, 1),
+            },
+        ];
+        let (out, replaced) = upsert("u.toml", &text, &new).expect("upsert");
+        assert_eq!(replaced, 1);
+        assert!(out.starts_with("# exported from the MIS\n"), "{out}");
+        assert!(out.contains("# staff"), "{out}");
+        let users = Users::parse("u.toml", &out).expect("valid");
+        assert_eq!(users.len(), 3);
+        assert_eq!(&*users.get("amy").unwrap().role, "pupil");
+        assert!(users.get("amy").unwrap().hash.contains("t=3"));
+        assert_eq!(&*users.get("ben").unwrap().role, "pupil");
+        assert_eq!(&*users.get("cat").unwrap().role, "guest");
+        // Order kept: amy, ben, then the new cat.
+        let (a, b, c) = (
+            out.find("amy").unwrap(),
+            out.find("ben").unwrap(),
+            out.find("cat").unwrap(),
+        );
+        assert!(a < b && b < c, "{out}");
+
+        let (empty, n) = upsert("u.toml", "", &new[1..]).expect("into an empty file");
+        assert_eq!(n, 0);
+        assert_eq!(Users::parse("u.toml", &empty).expect("valid").len(), 1);
+
+        let bad = [NewUser {
+            name: "d:e".into(),
+            role: "staff".into(),
+            hash: hash_with(19456, 2, 1),
+        }];
+        let e = upsert("u.toml", &text, &bad).unwrap_err().to_string();
+        assert!(e.contains("without `:`"), "{e}");
+        let e = upsert("u.toml", "user = 3\n", &new)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a list of [[user]] tables"), "{e}");
+    }
+
+    #[test]
+    fn remove_drops_only_that_user() {
+        let text = format!(
+            "{}{}",
+            users_file("amy", &hash_with(19456, 2, 1)),
+            users_file("ben", &hash_with(19456, 2, 1))
+        );
+        let (out, removed) = remove("u.toml", &text, "amy").expect("remove");
+        assert!(removed);
+        let users = Users::parse("u.toml", &out).expect("valid");
+        assert!(users.get("amy").is_none() && users.get("ben").is_some());
+        let (same, removed) = remove("u.toml", &out, "nobody").expect("remove");
+        assert!(!removed);
+        assert_eq!(same, out);
     }
 
     #[test]

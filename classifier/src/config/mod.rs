@@ -142,6 +142,32 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl Config {
+    /// Makes every relative file path in the configuration relative to `base`
+    /// (the config file's folder), so the filter behaves the same whatever
+    /// directory it runs from, at start and at every reload. List paths are
+    /// resolved when the lists are read.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let fix = |p: &mut std::path::PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.store.path);
+        fix(&mut self.store.spool_dir);
+        fix(&mut self.store.dead_letter);
+        fix(&mut self.dashboard.state);
+        for p in [
+            &mut self.proxy.users_file,
+            &mut self.dashboard.tls_cert,
+            &mut self.dashboard.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+    }
+
     /// Parses and validates a configuration file's text.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         let locator = Locator::new(text);
