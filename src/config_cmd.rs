@@ -4,12 +4,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use std::collections::BTreeMap;
+
+use schoolgate_classifier::Config;
 use schoolgate_classifier::config::UpstreamTls;
+use schoolgate_classifier::config::services::ProxyAuth;
+use schoolgate_proxy::Users;
 
 use crate::load;
 
 pub fn check(path: &Path) -> Result<ExitCode> {
-    let config = match load::read_config(path) {
+    let mut config = match load::read_config(path) {
         Ok(c) => c,
         Err(e) => {
             println!("{e:#}");
@@ -17,6 +22,7 @@ pub fn check(path: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    config.resolve_paths(&load::base_dir(path));
     let (policy, report) = load::compile_config(config, path)?;
     let config = policy.config().clone();
     println!("{}: configuration OK", path.display());
@@ -51,6 +57,7 @@ pub fn check(path: &Path) -> Result<ExitCode> {
             config.users.len()
         );
     }
+    let users_ok = proxy_users(&config);
     if !config.dns.upstreams.is_empty() {
         println!("\nDNS upstreams ({}):", config.dns.upstreams.len());
         for u in &config.dns.upstreams {
@@ -117,5 +124,75 @@ pub fn check(path: &Path) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
+    if !users_ok {
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The proxy's users file, as the proxy would load it: how many people per
+/// role, and who would silently get the default role. `false` when the file
+/// cannot be used (with authentication on, nobody could sign in).
+fn proxy_users(config: &Config) -> bool {
+    let auth = match config.proxy.auth {
+        ProxyAuth::Off => "off",
+        ProxyAuth::Optional => "optional",
+        ProxyAuth::Required => "required",
+    };
+    let Some(file) = &config.proxy.users_file else {
+        if config.proxy.auth != ProxyAuth::Off {
+            println!(
+                "\nproxy users: authentication is {auth} but `[proxy] users_file` is not set: \
+                 nobody can sign in"
+            );
+        }
+        return true;
+    };
+    let users = match Users::load(file) {
+        Ok(u) => u,
+        Err(e) => {
+            println!("\nproxy users (authentication {auth}): {e}");
+            println!("  the proxy would start with nobody able to sign in");
+            return false;
+        }
+    };
+    let mut per_role: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for u in users.iter() {
+        *per_role.entry(&u.role).or_default() += 1;
+        if !config.roles.contains_key(&*u.role) && !config.users.iter().any(|m| m.name == *u.name) {
+            unknown.push(format!("{} ({})", u.name, u.role));
+        }
+    }
+    println!(
+        "\nproxy users (authentication {auth}): {} in {}",
+        users.len(),
+        file.display()
+    );
+    let counts: Vec<String> = per_role.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    if !counts.is_empty() {
+        println!("  {}", counts.join(", "));
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        let shown = unknown
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = unknown.len().saturating_sub(10);
+        println!(
+            "  warning: {} with a role this config does not define, who would get the \
+             default role ({}): {shown}{}",
+            unknown.len(),
+            config.policy.default_role,
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    true
 }

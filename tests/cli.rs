@@ -169,3 +169,59 @@ fn config_check_warns_when_no_event_is_recorded() {
     let o = schoolgate(&["config", "check", "--config", &demo()]);
     assert!(!stdout(&o).contains("record = false"));
 }
+
+#[test]
+fn config_check_reads_the_proxy_users_file_as_the_proxy_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.toml");
+    std::fs::write(
+        &path,
+        "[proxy]\nauth = \"required\"\nusers_file = \"users.toml\"\n\n\
+         [roles.pupil]\nblock = [\"gambling\"]\n\n[roles.guest]\nblock = [\"gambling\"]\n",
+    )
+    .unwrap();
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+    let user = |name: &str, role: &str, hash: &str| {
+        format!("[[user]]\nname = \"{name}\"\nrole = \"{role}\"\nhash = \"{hash}\"\n")
+    };
+    let users = dir.path().join("users.toml");
+    // Relative to the config's folder, not to where the command runs.
+    std::fs::write(
+        &users,
+        [
+            user("amy", "pupil", hash),
+            user("ben", "pupil", hash),
+            user("cy", "teachr", hash),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let o = schoolgate(&["config", "check", "--config", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "proxy users (authentication required): 3 in {}",
+            users.display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("  pupil 2, teachr 1"), "{out}");
+    assert!(
+        out.contains(
+            "warning: 1 with a role this config does not define, who would get the default role (guest): cy (teachr)"
+        ),
+        "{out}"
+    );
+
+    // A plain password in the file: nobody could sign in, so the check fails.
+    std::fs::write(&users, user("amy", "pupil", "hunter2")).unwrap();
+    let o = schoolgate(&["config", "check", "--config", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("user[0] (amy): hash is not an argon2 PHC string"),
+        "{out}"
+    );
+    assert!(out.contains("nobody able to sign in"), "{out}");
+}

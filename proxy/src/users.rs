@@ -117,6 +117,11 @@ impl Users {
     pub fn get(&self, name: &str) -> Option<&User> {
         self.by_name.get(name)
     }
+
+    /// Everyone, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &User> {
+        self.by_name.values()
+    }
 }
 
 impl User {
