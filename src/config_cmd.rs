@@ -175,23 +175,12 @@ fn proxy_users(config: &Config) -> bool {
     }
     if !unknown.is_empty() {
         unknown.sort();
-        let shown = unknown
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        let more = unknown.len().saturating_sub(10);
         println!(
             "  warning: {} with a role this config does not define, who would get the \
-             default role ({}): {shown}{}",
+             default role ({}): {}",
             unknown.len(),
             config.policy.default_role,
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            }
+            crate::first_few(&unknown, 10, ", ")
         );
     }
     true

@@ -220,6 +220,15 @@ async fn db_migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The first `n` of `items` joined by `sep`, then how many more there are.
+fn first_few(items: &[String], n: usize, sep: &str) -> String {
+    let mut text = items.iter().take(n).cloned().collect::<Vec<_>>().join(sep);
+    if items.len() > n {
+        text.push_str(&format!("{sep}and {} more", items.len() - n));
+    }
+    text
+}
+
 /// A password from standard input: prompted for (not echoed) on a terminal,
 /// else the first line.
 fn read_password(name: &str) -> anyhow::Result<String> {

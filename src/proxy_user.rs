@@ -230,21 +230,10 @@ fn read_csv(path: &Path, target: &Target) -> Result<Vec<Row>> {
         }
     }
     if !errors.is_empty() {
-        let shown = errors
-            .iter()
-            .take(20)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n");
-        let more = errors.len().saturating_sub(20);
-        let more = if more > 0 {
-            format!("\n... and {more} more")
-        } else {
-            String::new()
-        };
         bail!(
-            "nothing imported; {} rows have errors:\n{shown}{more}",
-            errors.len()
+            "nothing imported; {} rows have errors:\n{}",
+            errors.len(),
+            crate::first_few(&errors, 20, "\n")
         );
     }
     if rows.is_empty() {
