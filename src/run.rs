@@ -203,7 +203,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
                 })
                 .await;
                 match outcome {
-                    Ok(Ok(_)) => info!("reloaded: the new policy is in force"),
+                    Ok(Ok(report)) => {
+                        info!("reloaded: the new policy is in force");
+                        if !report.restart_needed.is_empty() {
+                            warn!(
+                                changed = %report.restart_needed.join(", "),
+                                "these changes take effect only when schoolgate restarts"
+                            );
+                        }
+                    }
                     Ok(Err(e)) => error!("reload refused, the previous policy keeps running: {e}"),
                     Err(e) => error!("reload task failed: {e}"),
                 }

@@ -175,6 +175,29 @@ fn run_filters_reloads_and_drains_every_event() {
         dig_short(dns, "127.0.0.2", "casino-test.example"),
         "127.0.0.1"
     );
+    assert!(
+        !running
+            .log()
+            .contains("take effect only when schoolgate restarts"),
+        "{}",
+        running.log()
+    );
+
+    // A change only a restart applies (the DNS upstreams) is named, not ignored.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("upstream_timeout_ms = 300", "upstream_timeout_ms = 400"),
+    )
+    .unwrap();
+    running.signal("HUP");
+    running.wait_for_log("these changes take effect only when schoolgate restarts");
+    let log = running.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("take effect only when"))
+        .unwrap_or("");
+    assert!(line.contains("changed=[dns]"), "{line}");
 
     // SIGTERM: an orderly stop, and every decision is in the store.
     running.signal("TERM");

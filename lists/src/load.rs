@@ -40,6 +40,9 @@ pub struct SourceReport {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoadReport {
     pub sources: Vec<SourceReport>,
+    /// On a reload: changed settings that only a restart applies
+    /// ([`Config::restart_needed`]).
+    pub restart_needed: Vec<&'static str>,
 }
 
 impl LoadReport {
@@ -281,11 +284,13 @@ impl Reloader {
         // As at start: a relative users file (or store) path is the config
         // folder's, not the working directory's (`/` under systemd).
         config.resolve_paths(&self.base_dir);
-        let (policy, report) = compile(config, &self.base_dir, &self.cache_dir)?;
+        let restart_needed = self.shared.load().config().restart_needed(&config);
+        let (policy, mut report) = compile(config, &self.base_dir, &self.cache_dir)?;
         if !report.is_complete() {
             return Err(ReloadError::Lists(report.failures()));
         }
         self.shared.store(std::sync::Arc::new(policy));
+        report.restart_needed = restart_needed;
         Ok(report)
     }
 }

@@ -118,3 +118,32 @@ fn a_reload_reads_relative_paths_from_the_config_folder_as_the_start_did() {
         Path::new("/var/lib/schoolgate/events.sqlite")
     );
 }
+
+#[test]
+fn a_reload_names_the_changes_only_a_restart_applies() {
+    let start = "[listen]\nproxy = \"127.0.0.1:3128\"\n[dns]\nupstreams = [\"192.0.2.53:53\"]\n\
+                 [roles.guest]\nblock = [\"gambling\"]\n";
+    let mut config = Config::parse("t.toml", start).unwrap();
+    // As `schoolgate run` does before it compiles, and every reload does.
+    config.resolve_paths(Path::new("."));
+    let (policy, _) = compile(config, Path::new("."), Path::new("/nonexistent")).unwrap();
+    let reloader = Reloader {
+        shared: shared(policy),
+        base_dir: ".".into(),
+        cache_dir: "/nonexistent".into(),
+    };
+    // Roles apply at once: nothing waits.
+    let roles = start.replace("[\"gambling\"]", "[\"gambling\", \"proxy\"]");
+    let report = reloader.reload_text("t.toml", &roles).unwrap();
+    assert!(
+        report.restart_needed.is_empty(),
+        "{:?}",
+        report.restart_needed
+    );
+    // The listening address and the DNS upstreams wait for a restart.
+    let moved = roles
+        .replace("127.0.0.1:3128", "127.0.0.1:8080")
+        .replace("192.0.2.53:53", "192.0.2.54:53");
+    let report = reloader.reload_text("t.toml", &moved).unwrap();
+    assert_eq!(report.restart_needed, ["[listen]", "[dns]"]);
+}

@@ -168,6 +168,47 @@ impl Config {
         }
     }
 
+    /// The settings that differ between `self` (running) and `new` but are
+    /// read once, when the filter starts: the listening sockets, the event
+    /// store, the DNS filter's upstreams, cache, block answers and sampling,
+    /// the proxy's threads and connection total, the alerter, the node name,
+    /// the dashboard's state and certificate. A reload applies everything else
+    /// (roles, networks, lists, schedules, limits per client...) and names these
+    /// as waiting for a restart, so none is silently ignored.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let recipients = |c: &Config| -> Vec<(String, Vec<String>)> {
+            c.schools
+                .iter()
+                .map(|s| (s.id.clone(), s.alert_recipients.clone()))
+                .collect()
+        };
+        let d = (&self.dashboard, &new.dashboard);
+        [
+            ("[listen]", self.listen != new.listen),
+            ("[store]", self.store != new.store),
+            ("[dns]", self.dns != new.dns),
+            ("proxy.workers", self.proxy.workers != new.proxy.workers),
+            (
+                "proxy.max_connections",
+                self.proxy.max_connections != new.proxy.max_connections,
+            ),
+            ("[alerts]", self.alerts != new.alerts),
+            (
+                "schools' alert_recipients",
+                recipients(self) != recipients(new),
+            ),
+            ("policy.node", self.policy.node != new.policy.node),
+            (
+                "dashboard.state, tls_cert, tls_key",
+                (&d.0.state, &d.0.tls_cert, &d.0.tls_key)
+                    != (&d.1.state, &d.1.tls_cert, &d.1.tls_key),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+
     /// Parses and validates a configuration file's text.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigErrors> {
         let locator = Locator::new(text);
