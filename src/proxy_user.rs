@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use schoolgate_classifier::Config;
+use schoolgate_classifier::config::services::ProxyAuth;
 use schoolgate_proxy::users::{self, NewUser};
 
 use crate::load;
@@ -93,6 +94,17 @@ impl Target {
         self.write(&out)?;
         Ok(replaced)
     }
+
+    /// Says so when the proxy would not ask for the credentials just saved.
+    fn note_if_auth_is_off(&self) {
+        if self.config.proxy.auth == ProxyAuth::Off {
+            println!(
+                "note: [proxy] auth is off in {}: set auth = \"optional\" or \"required\" \
+                 for the proxy to ask for these credentials",
+                self.config_path.display()
+            );
+        }
+    }
 }
 
 /// `proxy-user add NAME --role ROLE`: the password from standard input.
@@ -117,6 +129,7 @@ pub fn add(config: &Path, name: &str, role: &str) -> Result<ExitCode> {
         if replaced > 0 { "updated" } else { "added" },
         target.file.display()
     );
+    target.note_if_auth_is_off();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -166,6 +179,7 @@ pub fn import(config: &Path, csv_path: &Path) -> Result<ExitCode> {
         target.file.display(),
         new.len() - replaced
     );
+    target.note_if_auth_is_off();
     Ok(ExitCode::SUCCESS)
 }
 

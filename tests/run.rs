@@ -486,6 +486,10 @@ fn proxy_users_from_an_mis_export_sign_in_and_get_their_role() {
     assert!(said.contains("2 added, 0 updated"), "{said}");
     let out = proxy_user(&config, &["add", "sam", "--role", "staff"], "staff pass\n");
     assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("auth is off"),
+        "{out:?}"
+    );
     let stored = std::fs::read_to_string(&users_file).unwrap();
     assert_eq!(stored.matches("$argon2id$").count(), 3, "{stored}");
     assert!(!stored.contains("sun, moon") && !stored.contains("staff pass"));
