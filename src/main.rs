@@ -175,11 +175,18 @@ fn main() -> ExitCode {
         Command::User {
             action: UserAction::Add { name, role, config },
         } => user_add(&config, &name, &role),
-        Command::ProxyUser { action } => match action {
-            ProxyUserAction::Add { name, role, config } => proxy_user::add(&config, &name, &role),
-            ProxyUserAction::Import { csv, config } => proxy_user::import(&config, &csv),
-            ProxyUserAction::Remove { name, config } => proxy_user::remove(&config, &name),
-        },
+        Command::ProxyUser { action } => {
+            // argon2 takes 19 MiB a hash: mapped and returned each time, not
+            // left as holes in the heap (200 MB a thread over an import).
+            memory::fix_mmap_threshold();
+            match action {
+                ProxyUserAction::Add { name, role, config } => {
+                    proxy_user::add(&config, &name, &role)
+                }
+                ProxyUserAction::Import { csv, config } => proxy_user::import(&config, &csv),
+                ProxyUserAction::Remove { name, config } => proxy_user::remove(&config, &name),
+            }
+        }
         Command::Report {
             action:
                 ReportAction::Weekly {
