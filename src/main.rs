@@ -102,6 +102,13 @@ enum ProxyUserAction {
         #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Everyone in the users file with their role, by name (`--role` for one).
+    List {
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long, short, env = "SCHOOLGATE_CONFIG", default_value = load::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Remove a person from the users file.
     Remove {
         name: String,
@@ -184,6 +191,9 @@ fn main() -> ExitCode {
                     proxy_user::add(&config, &name, &role)
                 }
                 ProxyUserAction::Import { csv, config } => proxy_user::import(&config, &csv),
+                ProxyUserAction::List { role, config } => {
+                    proxy_user::list(&config, role.as_deref())
+                }
                 ProxyUserAction::Remove { name, config } => proxy_user::remove(&config, &name),
             }
         }

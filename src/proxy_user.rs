@@ -133,6 +133,34 @@ pub fn add(config: &Path, name: &str, role: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `proxy-user list [--role ROLE]`: name and role, sorted by name; a role the
+/// configuration does not define is marked (those people get the default role).
+pub fn list(config: &Path, role: Option<&str>) -> Result<ExitCode> {
+    let target = Target::load(config)?;
+    let users = schoolgate_proxy::Users::load(&target.file)?;
+    let mut people: Vec<_> = users
+        .iter()
+        .filter(|u| role.is_none_or(|r| *u.role == *r))
+        .collect();
+    people.sort_by(|a, b| a.name.cmp(&b.name));
+    let width = people.iter().map(|u| u.name.len()).max().unwrap_or(0);
+    for u in &people {
+        let unknown = if target.check_role(&u.role).is_err() {
+            "  (not a role of the config: gets the default role)"
+        } else {
+            ""
+        };
+        println!("{:<width$}  {}{unknown}", u.name, u.role);
+    }
+    println!(
+        "{} of {} in {}",
+        people.len(),
+        users.len(),
+        target.file.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `proxy-user remove NAME`.
 pub fn remove(config: &Path, name: &str) -> Result<ExitCode> {
     let target = Target::load(config)?;

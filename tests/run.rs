@@ -490,6 +490,19 @@ fn proxy_users_from_an_mis_export_sign_in_and_get_their_role() {
         !String::from_utf8_lossy(&out.stdout).contains("auth is off"),
         "{out:?}"
     );
+    let out = proxy_user(&config, &["list"], "");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["amy  pupil", "bob  pupil", "sam  staff"],
+        "{listed}"
+    );
+    assert!(lines[3].starts_with("3 of 3 in "), "{listed}");
+    let out = proxy_user(&config, &["list", "--role", "staff"], "");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.starts_with("sam  staff\n1 of 3 in "), "{listed}");
     let stored = std::fs::read_to_string(&users_file).unwrap();
     assert_eq!(stored.matches("$argon2id$").count(), 3, "{stored}");
     assert!(!stored.contains("sun, moon") && !stored.contains("staff pass"));
