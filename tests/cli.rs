@@ -228,7 +228,6 @@ fn config_check_reads_the_proxy_users_file_as_the_proxy_would() {
 
 #[test]
 fn proxy_user_add_says_when_the_proxy_would_not_ask_for_credentials() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("off.toml");
     std::fs::write(
@@ -236,15 +235,7 @@ fn proxy_user_add_says_when_the_proxy_would_not_ask_for_credentials() {
         "[proxy]\nusers_file = \"users.toml\"\n\n[roles.guest]\nblock = [\"gambling\"]\n",
     )
     .unwrap();
-    let mut add = std::process::Command::new(crate::support::BIN)
-        .args(["proxy-user", "add", "amy", "--role", "guest", "--config"])
-        .arg(&path)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    add.stdin.take().unwrap().write_all(b"pw\n").unwrap();
-    let out = add.wait_with_output().unwrap();
+    let out = crate::support::proxy_user(&path, &["add", "amy", "--role", "guest"], "pw\n");
     let said = stdout(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("proxy user amy (guest) added in "), "{said}");

@@ -5,7 +5,7 @@ use schoolgate_events::{
     AccessEvent, Batch, EventStore, ExportFilter, Period, Purpose, Source, SqliteStore,
 };
 
-use crate::support::{Running, curl_via, dig_short, free_port, wait_for_port};
+use crate::support::{Running, curl_via, dig_short, free_port, proxy_user, wait_for_port};
 
 fn write_config(
     dir: &Path,
@@ -382,28 +382,6 @@ fn curl(args: &[&str]) -> String {
         .output()
         .expect("curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `schoolgate proxy-user ARGS`, with `stdin` as standard input.
-fn proxy_user(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(crate::support::BIN)
-        .arg("proxy-user")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// Through the proxy from `client` with `user:password` (or none): the status

@@ -139,3 +139,25 @@ pub fn dig_short(server: SocketAddr, client: &str, name: &str) -> String {
         .expect("dig (install it: apt-get install bind9-dnsutils)");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// `schoolgate proxy-user ARGS`, with `stdin` as standard input.
+pub fn proxy_user(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .arg("proxy-user")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
