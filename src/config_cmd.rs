@@ -1,11 +1,10 @@
 //! `schoolgate config check`: the verdict on a configuration and a summary.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use std::collections::BTreeMap;
-
 use schoolgate_classifier::Config;
 use schoolgate_classifier::config::UpstreamTls;
 use schoolgate_classifier::config::services::ProxyAuth;
@@ -14,7 +13,7 @@ use schoolgate_proxy::Users;
 use crate::load;
 
 pub fn check(path: &Path) -> Result<ExitCode> {
-    let mut config = match load::read_config(path) {
+    let config = match load::read_config(path) {
         Ok(c) => c,
         Err(e) => {
             println!("{e:#}");
@@ -22,7 +21,6 @@ pub fn check(path: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    config.resolve_paths(&load::base_dir(path));
     let (policy, report) = load::compile_config(config, path)?;
     let config = policy.config().clone();
     println!("{}: configuration OK", path.display());
@@ -160,7 +158,7 @@ fn proxy_users(config: &Config) -> bool {
     let mut unknown = Vec::new();
     for u in users.iter() {
         *per_role.entry(&u.role).or_default() += 1;
-        if !config.roles.contains_key(&*u.role) && !config.users.iter().any(|m| m.name == *u.name) {
+        if !u.has_role_in(config) {
             unknown.push(format!("{} ({})", u.name, u.role));
         }
     }

@@ -9,12 +9,17 @@ use schoolgate_lists::load::{LoadReport, compile};
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/schoolgate/schoolgate.toml";
 
-/// The configuration, parsed and validated; errors name file, line and key.
+/// The configuration, parsed and validated (errors name file, line and key),
+/// with its relative paths made the config folder's
+/// ([`Config::resolve_paths`]).
 pub fn read_config(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration {}", path.display()))?;
     match Config::parse(&path.display().to_string(), &text) {
-        Ok(c) => Ok(c),
+        Ok(mut c) => {
+            c.resolve_paths(&base_dir(path));
+            Ok(c)
+        }
         Err(e) => bail!("the configuration has errors:\n{e}"),
     }
 }

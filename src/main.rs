@@ -262,8 +262,7 @@ fn read_password(name: &str) -> anyhow::Result<String> {
 }
 
 fn user_add(config: &std::path::Path, name: &str, role: &str) -> anyhow::Result<ExitCode> {
-    let mut cfg = load::read_config(config)?;
-    cfg.resolve_paths(&load::base_dir(config));
+    let cfg = load::read_config(config)?;
     let role: schoolgate_dashboard::Role = role
         .parse()
         .map_err(|e| anyhow::anyhow!("--role {role}: {e}"))?;
@@ -289,8 +288,7 @@ async fn report_weekly(
     let week: schoolgate_reports::IsoWeek = week
         .parse()
         .map_err(|e| anyhow::anyhow!("--week {week}: {e}"))?;
-    let mut config = load::read_config(config_path)?;
-    config.resolve_paths(&load::base_dir(config_path));
+    let config = load::read_config(config_path)?;
     let (policy, _) = load::compile_config(config.clone(), config_path)?;
     let store = schoolgate_events::open_store(&config.store)?;
     let summary = schoolgate_reports::weekly_report(

@@ -28,8 +28,7 @@ struct Target {
 
 impl Target {
     fn load(config_path: &Path) -> Result<Target> {
-        let mut config = load::read_config(config_path)?;
-        config.resolve_paths(&load::base_dir(config_path));
+        let config = load::read_config(config_path)?;
         let Some(file) = config.proxy.users_file.clone() else {
             bail!(
                 "{} has no `[proxy] users_file`: set it (e.g. users_file = \"proxy-users.toml\") \
@@ -113,7 +112,7 @@ pub fn add(config: &Path, name: &str, role: &str) -> Result<ExitCode> {
     target
         .check_role(role)
         .map_err(|e| anyhow::anyhow!("--role {role}: {e}"))?;
-    users::check_entry(name, HASH_FOR_CHECKS).map_err(|e| anyhow::anyhow!("{e}"))?;
+    users::check_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let password = crate::read_password(name)?;
     if password.is_empty() {
         bail!("the password for {name} is empty");
@@ -145,7 +144,7 @@ pub fn list(config: &Path, role: Option<&str>) -> Result<ExitCode> {
     people.sort_by(|a, b| a.name.cmp(&b.name));
     let width = people.iter().map(|u| u.name.len()).max().unwrap_or(0);
     for u in &people {
-        let unknown = if target.check_role(&u.role).is_err() {
+        let unknown = if !u.has_role_in(&target.config) {
             "  (not a role of the config: gets the default role)"
         } else {
             ""
@@ -246,13 +245,13 @@ fn read_csv(path: &Path, target: &Target) -> Result<Vec<Row>> {
     for record in reader.records() {
         let record = record.with_context(|| format!("{}", path.display()))?;
         let line = record.position().map_or(0, csv::Position::line);
-        let field = |i: usize| record.get(i).unwrap_or("").to_owned();
+        let field = |i: usize| record.get(i).unwrap_or("");
         let row = Row {
             name: field(name_at).trim().to_owned(),
             role: field(role_at).trim().to_owned(),
-            password: field(password_at),
+            password: field(password_at).to_owned(),
         };
-        let problem = if let Err(e) = users::check_entry(&row.name, HASH_FOR_CHECKS) {
+        let problem = if let Err(e) = users::check_name(&row.name) {
             Some(e)
         } else if let Err(e) = target.check_role(&row.role) {
             Some(e)
@@ -283,11 +282,6 @@ fn read_csv(path: &Path, target: &Target) -> Result<Vec<Row>> {
     }
     Ok(rows)
 }
-
-/// A well-formed hash with the default costs, for checking names before the
-/// real (slow) hashing.
-const HASH_FOR_CHECKS: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
 
 /// argon2 is slow on purpose (tens of milliseconds a password): a year group
 /// of several hundred is hashed on every core.

@@ -24,9 +24,8 @@ const GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(config_path: &Path) -> Result<()> {
     let started = Instant::now();
-    let mut config = load::read_config(config_path)?;
+    let config = load::read_config(config_path)?;
     let base = load::base_dir(config_path);
-    config.resolve_paths(&base);
     for dir in [
         config.store.path.parent(),
         Some(config.store.spool_dir.as_path()),

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use schoolgate_classifier::Config;
 use serde::Deserialize;
 
 /// Why the users file could not be used.
@@ -83,10 +84,7 @@ impl Users {
     }
 
     pub fn parse(path: &str, text: &str) -> Result<Users, UsersError> {
-        let err = |message: String| UsersError::Parse {
-            path: path.to_owned(),
-            message,
-        };
+        let err = |message: String| parse_error(path, message);
         let file: UsersFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         let mut by_name = HashMap::with_capacity(file.user.len());
         for (i, u) in file.user.into_iter().enumerate() {
@@ -125,6 +123,15 @@ impl Users {
 }
 
 impl User {
+    /// Whether `config` gives this person a role: a `[[users]]` mapping, or
+    /// the file's role being one of its roles. Otherwise the proxy uses the
+    /// default role.
+    pub fn has_role_in(&self, config: &Config) -> bool {
+        config.users.iter().any(|m| m.name == *self.name) || config.roles.contains_key(&*self.role)
+    }
+}
+
+impl User {
     /// Checks a password against the stored hash. Slow on purpose (argon2):
     /// call it off the async threads.
     pub fn verify(&self, password: &str) -> bool {
@@ -137,16 +144,35 @@ impl User {
     }
 }
 
-/// Checks one entry before it goes into a users file: the name a browser can
-/// send (non-empty, no `:`, no control characters) and a usable hash.
-pub fn check_entry(name: &str, hash: &str) -> Result<(), String> {
+/// A name a browser can send as a Basic user: non-empty, no `:`, no control
+/// characters.
+pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
         return Err(format!(
             "name `{}` must be non-empty, without `:` or control characters",
             name.escape_debug()
         ));
     }
+    Ok(())
+}
+
+/// One entry of a users file: a usable name and hash.
+fn check_entry(name: &str, hash: &str) -> Result<(), String> {
+    check_name(name)?;
     check_hash(hash)
+}
+
+fn parse_error(path: &str, message: String) -> UsersError {
+    UsersError::Parse {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+/// A users file's text, for editing with its comments and order kept.
+fn document(path: &str, text: &str) -> Result<toml_edit::DocumentMut, UsersError> {
+    text.parse()
+        .map_err(|e: toml_edit::TomlError| parse_error(path, e.to_string()))
 }
 
 /// One person for [`upsert`]: name, role and argon2 hash.
@@ -162,13 +188,8 @@ pub struct NewUser {
 /// Comments and everything else are kept. Returns the new text and how many
 /// entries were replaced; the result is checked as [`Users::parse`] would.
 pub fn upsert(path: &str, text: &str, users: &[NewUser]) -> Result<(String, usize), UsersError> {
-    let err = |message: String| UsersError::Parse {
-        path: path.to_owned(),
-        message,
-    };
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| err(e.to_string()))?;
+    let err = |message: String| parse_error(path, message);
+    let mut doc = document(path, text)?;
     let list = doc
         .entry("user")
         .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()))
@@ -202,13 +223,7 @@ pub fn upsert(path: &str, text: &str, users: &[NewUser]) -> Result<(String, usiz
 
 /// The users file's text without `name`'s entry; `false` when there was none.
 pub fn remove(path: &str, text: &str, name: &str) -> Result<(String, bool), UsersError> {
-    let err = |message: String| UsersError::Parse {
-        path: path.to_owned(),
-        message,
-    };
-    let mut doc: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e: toml_edit::TomlError| err(e.to_string()))?;
+    let mut doc = document(path, text)?;
     let Some(list) = doc.get_mut("user").and_then(|i| i.as_array_of_tables_mut()) else {
         return Ok((text.to_owned(), false));
     };
@@ -247,7 +262,7 @@ fn check_hash(hash: &str) -> Result<(), String> {
         return Err(format!(
             "hash asks for m={} KiB, t={}, p={}: over the limits (m={MAX_M_COST_KIB}, \
              t={MAX_T_COST}, p={MAX_P_COST}) that keep logins from exhausting the proxy; \
-             hash again with `schoolgate hash-password`",
+             set the password again with `schoolgate proxy-user add`",
             params.m_cost(),
             params.t_cost(),
             params.p_cost()
